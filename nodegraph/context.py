@@ -1,0 +1,66 @@
+"""What a running node sees of the run: its id, the run options, progress and interrupts."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import Interrupted
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Settings of one run that are not part of the graph (and so not of any cache key)."""
+
+    device: str = "auto"  # auto | cpu | cuda | mps
+    output_dir: Path = field(default_factory=lambda: Path("outputs"))
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """Which stream item a node is running for (see `nodegraph.node.StreamItem`)."""
+
+    index: int
+    label: str
+
+
+class NodeContext:
+    """Passed to node functions that declare a `ctx` parameter."""
+
+    def __init__(
+        self,
+        node_id: str,
+        options: RunOptions,
+        emit: Callable[[dict], None],
+        cancelled: threading.Event,
+        workflow: Callable[[], str],
+        item: ItemInfo | None = None,
+    ):
+        self.node_id = node_id
+        self.options = options
+        self.item = item
+        self._emit = emit
+        self._cancelled = cancelled
+        self._workflow = workflow
+
+    @property
+    def workflow(self) -> str:
+        """The graph as it runs (rewrites applied, random seeds resolved), as graph-file JSON."""
+        return self._workflow()
+
+    def check_interrupted(self) -> None:
+        """Raise `Interrupted` if the run was cancelled; call it between steps."""
+        if self._cancelled.is_set():
+            raise Interrupted(self.node_id)
+
+    def progress(self, value: int, max: int, preview: Any = None) -> None:
+        """Report step progress, then honour a pending interrupt."""
+        event: dict[str, Any] = {"event": "progress", "node": self.node_id, "value": value, "max": max}
+        if preview is not None:
+            event["preview"] = preview
+        if self.item is not None:
+            event["item"] = self.item.index
+        self._emit(event)
+        self.check_interrupted()

@@ -1,0 +1,74 @@
+"""Errors are data: every problem names its node and input, a stable code, and a hint."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a graph, as validation reports it."""
+
+    node: str | None
+    input: str | None
+    code: str
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        where = self.node if self.node is not None else "<graph>"
+        if self.input:
+            where += f".{self.input}"
+        text = f"{where}: {self.message} [{self.code}]"
+        return f"{text}\n    hint: {self.hint}" if self.hint else text
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class NodegraphError(Exception):
+    """Base of every error this library raises on purpose."""
+
+
+class GraphFileError(NodegraphError):
+    """A graph file (or bytes claiming to be one) could not be read."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("\n".join(map(str, problems)))
+
+
+class ValidationError(NodegraphError):
+    """A graph failed validation; `problems` lists every error found."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__(f"{len(problems)} problem(s) in the graph:\n" + "\n".join(map(str, problems)))
+
+
+class InputError(NodegraphError):
+    """Raised by a node (while checking or running) about one of its inputs."""
+
+    def __init__(self, input: str | None, message: str, *, code: str = "input.invalid", hint: str | None = None):
+        self.input, self.code, self.hint = input, code, hint
+        super().__init__(message)
+
+
+class NodeExecutionError(NodegraphError):
+    """A node failed while running."""
+
+    def __init__(self, node: str, node_type: str, cause: BaseException, traceback: str):
+        self.node, self.node_type, self.cause, self.traceback = node, node_type, cause, traceback
+        self.input = getattr(cause, "input", None)
+        self.hint = getattr(cause, "hint", None)
+        where = f"{node}.{self.input}" if self.input else node
+        message = f"{where} ({node_type}) failed: {cause}"
+        super().__init__(f"{message}\n    hint: {self.hint}" if self.hint else message)
+
+
+class Interrupted(NodegraphError):
+    """The run was cancelled; results computed so far stay cached."""
+
+    def __init__(self, node: str | None = None):
+        self.node = node
+        super().__init__(f"interrupted at {node}" if node else "interrupted")

@@ -1,0 +1,185 @@
+"""The graph: a networkx DiGraph of nodes, and a Python builder API over it.
+
+    g = Graph()
+    load = g.add("LoadModel", model="builtin:tiny-sd")
+    t2i = g.add("Text2Img", model=load.model, prompt="Astronaut in a jungle", seed=0)
+    g.add("Save", image=g.add("Decode", latent=t2i.latent, vae=load.vae).image)
+
+Each networkx node carries `type` and `inputs` (input name -> literal or
+Link); an edge runs from a producer to a consumer. The graph keeps a short
+journal of edits so that a session can re-plan only what an edit reaches.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator, NamedTuple
+
+import networkx as nx
+
+_JOURNAL_LIMIT = 4096
+
+
+class Link(NamedTuple):
+    """A reference to another node's output; every other input value is a literal."""
+
+    node: str
+    output: str
+
+
+class NodeRef:
+    """What `Graph.add` returns: `ref.latent` or `ref["latent"]` links to an output."""
+
+    __slots__ = ("id",)
+
+    def __init__(self, node_id: str):
+        self.id = node_id
+
+    def __getattr__(self, output: str) -> Link:
+        if output.startswith("__"):
+            raise AttributeError(output)
+        return Link(self.id, output)
+
+    def __getitem__(self, output: str) -> Link:
+        return Link(self.id, output)
+
+    def __repr__(self) -> str:
+        return f"NodeRef({self.id!r})"
+
+
+class Graph:
+    def __init__(self, ui: dict | None = None):
+        self.nx = nx.DiGraph()
+        self.ui = ui
+        self.revision = 0
+        # (revision, node id, structural): structural edits invalidate the whole plan
+        self._journal: list[tuple[int, str, bool]] = []
+        self._journal_floor = 0
+        self._waiting: dict[str, set[str]] = {}  # missing producer -> consumers linking to it
+
+    # ---- reading -------------------------------------------------------------
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self.nx
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.nx)
+
+    def __len__(self) -> int:
+        return len(self.nx)
+
+    def type_of(self, node_id: str) -> str:
+        return self.nx.nodes[node_id]["type"]
+
+    def inputs_of(self, node_id: str) -> dict[str, Any]:
+        """The node's inputs; treat as read-only and edit through `set_input`."""
+        return self.nx.nodes[node_id]["inputs"]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Graph):
+            return NotImplemented
+        return self.ui == other.ui and dict(self.nx.nodes(data=True)) == dict(other.nx.nodes(data=True))
+
+    def __repr__(self) -> str:
+        return f"<Graph of {len(self)} nodes>"
+
+    # ---- editing -------------------------------------------------------------
+
+    def add(self, node_type: str, /, *, id: str | None = None, **inputs: Any) -> NodeRef:
+        """Add a node; returns a reference whose attributes link to its outputs."""
+        node_id = id if id is not None else self._fresh_id(node_type)
+        if node_id in self.nx:
+            raise ValueError(f"node id {node_id!r} is already in the graph")
+        inputs = {name: _as_link(value) for name, value in inputs.items()}
+        self.nx.add_node(node_id, type=node_type, inputs=inputs)
+        for name, value in inputs.items():
+            if type(value) is Link:
+                self._connect(value.node, node_id, name)
+        for consumer in self._waiting.pop(node_id, ()):
+            for name, value in self.inputs_of(consumer).items():
+                if type(value) is Link and value.node == node_id:
+                    self._connect(node_id, consumer, name)
+        self._record(node_id, structural=True)
+        return NodeRef(node_id)
+
+    def set_input(self, node_id: str, name: str, value: Any) -> None:
+        """Set a literal or link an input; an edit the next run re-plans cheaply."""
+        inputs = self.inputs_of(node_id)
+        old = inputs.get(name)
+        value = _as_link(value)
+        structural = type(old) is Link or type(value) is Link
+        if type(old) is Link:
+            self._disconnect(old.node, node_id, name)
+        inputs[name] = value
+        if type(value) is Link:
+            self._connect(value.node, node_id, name)
+        self._record(node_id, structural)
+
+    def remove_input(self, node_id: str, name: str) -> None:
+        old = self.inputs_of(node_id).pop(name)
+        if type(old) is Link:
+            self._disconnect(old.node, node_id, name)
+        self._record(node_id, structural=type(old) is Link)
+
+    def remove(self, node_id: str) -> None:
+        """Remove a node; links to it stay in its consumers and fail validation."""
+        for consumer in list(self.nx.successors(node_id)):
+            self._waiting.setdefault(node_id, set()).add(consumer)
+        for value in self.inputs_of(node_id).values():
+            if type(value) is Link and value.node in self._waiting:
+                self._waiting[value.node].discard(node_id)
+        self.nx.remove_node(node_id)
+        self._record(node_id, structural=True)
+
+    def changes_since(self, revision: int) -> set[str] | None:
+        """Nodes whose literals changed since `revision`; None if more than literals changed."""
+        if revision < self._journal_floor:
+            return None
+        changed = set()
+        for rev, node_id, structural in reversed(self._journal):
+            if rev <= revision:
+                break
+            if structural:
+                return None
+            changed.add(node_id)
+        return changed
+
+    # ---- internals -----------------------------------------------------------
+
+    def _fresh_id(self, node_type: str) -> str:
+        stem = node_type.lower()
+        n = len(self.nx) + 1
+        while f"{stem}{n}" in self.nx:
+            n += 1
+        return f"{stem}{n}"
+
+    def _connect(self, producer: str, consumer: str, name: str) -> None:
+        if producer not in self.nx:
+            self._waiting.setdefault(producer, set()).add(consumer)
+            return
+        if self.nx.has_edge(producer, consumer):
+            self.nx.edges[producer, consumer]["inputs"].add(name)
+        else:
+            self.nx.add_edge(producer, consumer, inputs={name})
+
+    def _disconnect(self, producer: str, consumer: str, name: str) -> None:
+        if not self.nx.has_edge(producer, consumer):
+            return
+        names = self.nx.edges[producer, consumer]["inputs"]
+        names.discard(name)
+        if not names:
+            self.nx.remove_edge(producer, consumer)
+
+    def _record(self, node_id: str, structural: bool) -> None:
+        self.revision += 1
+        self._journal.append((self.revision, node_id, structural))
+        if len(self._journal) > _JOURNAL_LIMIT:
+            dropped = self._journal[: _JOURNAL_LIMIT // 2]
+            del self._journal[: _JOURNAL_LIMIT // 2]
+            self._journal_floor = dropped[-1][0]
+
+
+def _as_link(value: Any) -> Any:
+    """Pass values through, but refuse a NodeRef where a link to one of its outputs was meant."""
+    if isinstance(value, NodeRef):
+        raise TypeError(f"link to an output, e.g. {value.id}.image, not to the node {value.id!r} itself")
+    return value

@@ -1,0 +1,161 @@
+"""The node definition API: one declaration per node type.
+
+A declaration drives everything else: validation, the JSON schema, the CLI
+catalogue and the editor's node list.
+
+    @node("Decode", category="latent",
+          inputs={"latent": Input(LATENT, "The latent to decode"),
+                  "vae": Input(VAE, "The VAE of the latent's space")},
+          outputs={"image": Output(IMAGE)})
+    def decode(latent, vae): ...
+
+The function gets one keyword argument per input, plus `ctx` (a
+`nodegraph.executor.NodeContext`) if it asks for one. It returns the single
+output's value, a tuple in output order, or, for an output node without
+outputs, a summary (such as the files it wrote).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from . import types as T
+
+REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+
+
+@dataclass(frozen=True)
+class Input:
+    """A typed input.
+
+    `expect` refines the type from the other inputs' types, e.g. a Decode's
+    latent must live in its VAE's space: `expect=lambda i: Latent(i.type("vae").space)`.
+    """
+
+    type: T.Type
+    description: str = ""
+    default: Any = REQUIRED
+    min: float | None = None
+    max: float | None = None
+    optional: bool = False
+    expect: Callable[[Any], T.Type] | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED and not self.optional
+
+
+@dataclass(frozen=True)
+class Output:
+    """A typed output. A `stream` output yields `StreamItem`s: everything downstream
+    of it runs once per item, one item at a time, so a folder of any size fits in memory."""
+
+    type: T.Type
+    description: str = ""
+    stream: bool = False
+
+
+@dataclass(frozen=True)
+class StreamItem:
+    """One item of a stream output.
+
+    `key` identifies the item's content (e.g. a file hash) for the cache, `label`
+    names it for people and filenames, and `load()` produces the value; it runs only
+    when something downstream is not cached, and an error it raises fails this item only.
+    """
+
+    key: str
+    label: str
+    load: Callable[[], Any]
+
+
+@dataclass(frozen=True)
+class NodeDef:
+    name: str
+    function: Callable[..., Any]
+    inputs: dict[str, Input]
+    outputs: dict[str, Output]
+    category: str = ""
+    version: int = 1
+    output_node: bool = False
+    description: str = ""
+    # (InputView) -> {output name: Type}: output types that depend on the inputs.
+    # It may raise InputError, which validation reports against that input.
+    infer: Callable[[Any], dict[str, T.Type]] | None = None
+    # (literal values) -> str: identity of what the node reads from outside the
+    # graph (file contents, model weights), folded into its cache key.
+    fingerprint: Callable[[dict[str, Any]], str] | None = None
+    takes_context: bool = field(default=False)
+
+    def to_json(self) -> dict:
+        """The node as the catalogue and the editor see it."""
+
+        def input_json(spec: Input) -> dict:
+            out: dict[str, Any] = {"type": T.to_json(spec.type), "description": spec.description,
+                                   "required": spec.required}
+            if spec.default is not REQUIRED:
+                out["default"] = spec.default
+            for bound in ("min", "max"):
+                if getattr(spec, bound) is not None:
+                    out[bound] = getattr(spec, bound)
+            return out
+
+        return {
+            "name": self.name,
+            "category": self.category,
+            "version": self.version,
+            "description": self.description,
+            "output_node": self.output_node,
+            "inputs": {name: input_json(spec) for name, spec in self.inputs.items()},
+            "outputs": {name: {"type": T.to_json(o.type), "description": o.description, "stream": o.stream}
+                        for name, o in self.outputs.items()},
+        }
+
+
+def define(
+    name: str,
+    function: Callable[..., Any],
+    *,
+    inputs: dict[str, Input],
+    outputs: dict[str, Output] | None = None,
+    category: str = "",
+    version: int = 1,
+    output_node: bool = False,
+    description: str | None = None,
+    infer: Callable[[Any], dict[str, T.Type]] | None = None,
+    fingerprint: Callable[[dict[str, Any]], str] | None = None,
+) -> NodeDef:
+    """Check a declaration against its function and build the NodeDef."""
+    outputs = outputs or {}
+    params = inspect.signature(function).parameters
+    takes_context = "ctx" in params
+    declared = set(inputs)
+    accepted = set(params) - {"ctx"}
+    if declared != accepted and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        raise TypeError(
+            f"node {name}: inputs {sorted(declared)} do not match the parameters of "
+            f"{function.__qualname__} {sorted(accepted)}"
+        )
+    if not outputs and not output_node:
+        raise TypeError(f"node {name}: a node needs outputs or output_node=True")
+    for input_name, spec in inputs.items():
+        if spec.default is REQUIRED:
+            continue
+        problem = T.literal_problem(spec.type, spec.default)
+        if problem and not (spec.optional and spec.default is None):
+            raise TypeError(f"node {name}: default of {input_name!r} is not {problem}")
+    return NodeDef(
+        name=name,
+        function=function,
+        inputs=dict(inputs),
+        outputs=dict(outputs),
+        category=category,
+        version=version,
+        output_node=output_node,
+        description=description if description is not None else inspect.getdoc(function) or "",
+        infer=infer,
+        fingerprint=fingerprint,
+        takes_context=takes_context,
+    )

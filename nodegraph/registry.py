@@ -1,0 +1,110 @@
+"""Where node types are registered, and how node packs are found.
+
+Node packs (the built-in `nodes` package included) register through the
+`nodegraph.nodes` entry point group: the entry point names a module, and
+importing it registers its nodes. Importing a pack by hand works too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import traceback
+from importlib.metadata import entry_points
+from typing import Any, Callable, Iterator, NamedTuple
+
+from .node import NodeDef, define
+
+ENTRY_POINT_GROUP = "nodegraph.nodes"
+
+
+class Rewrite(NamedTuple):
+    name: str
+    help: str
+    function: Callable[[Any], list[str]]
+
+
+class Registry:
+    """A set of node types by name."""
+
+    def __init__(self, entry_point_group: str | None = None):
+        self._defs: dict[str, NodeDef] = {}
+        self._rewrites: dict[str, Rewrite] = {}
+        self._entry_point_group = entry_point_group
+        self._plugins_loaded = entry_point_group is None
+        self.plugin_errors: dict[str, str] = {}
+
+    def add(self, definition: NodeDef) -> NodeDef:
+        existing = self._defs.get(definition.name)
+        if existing and existing.function.__qualname__ != definition.function.__qualname__:
+            raise ValueError(
+                f"node type {definition.name!r} is already registered by "
+                f"{existing.function.__module__}.{existing.function.__qualname__}"
+            )
+        self._defs[definition.name] = definition
+        return definition
+
+    def node(self, name: str, **declaration: Any) -> Callable[[Callable], Callable]:
+        """Decorator: declare and register a node type backed by the function."""
+
+        def register(function: Callable) -> Callable:
+            function.node_def = self.add(define(name, function, **declaration))
+            return function
+
+        return register
+
+    def rewrite(self, name: str, help: str) -> Callable[[Callable], Callable]:
+        """Decorator: register a named graph rewrite, offered by the CLI as `--NAME`.
+
+        The function takes a Graph, edits it in place and returns notes on what it changed.
+        """
+
+        def register(function: Callable) -> Callable:
+            self._rewrites[name] = Rewrite(name, help, function)
+            return function
+
+        return register
+
+    @property
+    def rewrites(self) -> dict[str, Rewrite]:
+        self._load_plugins()
+        return dict(self._rewrites)
+
+    def get(self, name: str) -> NodeDef | None:
+        self._load_plugins()
+        return self._defs.get(name)
+
+    def __getitem__(self, name: str) -> NodeDef:
+        definition = self.get(name)
+        if definition is None:
+            raise KeyError(name)
+        return definition
+
+    def __contains__(self, name: object) -> bool:
+        self._load_plugins()
+        return name in self._defs
+
+    def __iter__(self) -> Iterator[NodeDef]:
+        self._load_plugins()
+        return iter(sorted(self._defs.values(), key=lambda d: (d.category, d.name)))
+
+    def closest(self, name: str, n: int = 3) -> list[str]:
+        """Registered names that look like `name`, for "did you mean" hints."""
+        self._load_plugins()
+        by_lower = {known.lower(): known for known in self._defs}
+        matches = difflib.get_close_matches(name.lower(), by_lower, n=n, cutoff=0.5)
+        return [by_lower[m] for m in matches]
+
+    def _load_plugins(self) -> None:
+        if self._plugins_loaded:
+            return
+        self._plugins_loaded = True  # first, so that packs registering nodes don't recurse
+        for entry_point in entry_points(group=self._entry_point_group):
+            try:
+                entry_point.load()
+            except Exception:  # one broken pack must not take the others down
+                self.plugin_errors[entry_point.value] = traceback.format_exc()
+
+
+registry = Registry(ENTRY_POINT_GROUP)
+node = registry.node
+rewrite = registry.rewrite
