@@ -20,7 +20,7 @@ class Problem:
         if self.input:
             where += f".{self.input}"
         text = f"{where}: {self.message} [{self.code}]"
-        return f"{text}\n    hint: {self.hint}" if self.hint else text
+        return f"{text} (hint: {self.hint})" if self.hint else text
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,7 +63,7 @@ class NodeExecutionError(NodegraphError):
         self.hint = getattr(cause, "hint", None)
         where = f"{node}.{self.input}" if self.input else node
         message = f"{where} ({node_type}) failed: {cause}"
-        super().__init__(f"{message}\n    hint: {self.hint}" if self.hint else message)
+        super().__init__(f"{message} (hint: {self.hint})" if self.hint else message)
 
 
 class Interrupted(NodegraphError):

@@ -1,0 +1,329 @@
+"""The executor: runs a plan in topological order, reusing cached results by key.
+
+    executor = Executor()
+    result = executor.run(graph, on_event=print)
+    result.outputs["save"]          # what the Save node returned
+
+Work is demand-driven: from the requested output nodes back to the first cached
+result. Nodes with equal keys run once. A value is dropped from the working set
+after its last consumer ran (the byte-bounded result cache may keep it for later
+runs). Nodes after a stream output run once per item, one item at a time, and a
+failing item is reported without stopping the others.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+import weakref
+from dataclasses import dataclass, field
+from hashlib import blake2b
+from typing import Any, Callable
+
+from . import fileformat
+from .cache import MISSING, ResultCache
+from .context import ItemInfo, NodeContext, RunOptions
+from .errors import Interrupted, NodeExecutionError, NodegraphError, Problem, ValidationError
+from .graph import Graph, Link
+from .node import REQUIRED, StreamItem
+from .plan import Plan, replan, resolve_random_seeds
+
+EventCallback = Callable[[dict], None]
+
+
+@dataclass
+class ItemFailure:
+    """A stream item that failed; the run went on with the other items."""
+
+    node: str
+    item: int
+    label: str
+    error: NodeExecutionError
+
+
+@dataclass
+class RunResult:
+    # node id -> its outputs ({name: value}, or what an output node returned);
+    # a list with one entry per item (None where it failed) for nodes run per stream item
+    outputs: dict[str, Any]
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    seeds: dict[str, dict[str, int]] = field(default_factory=dict)  # resolved "random" seeds
+    failures: list[ItemFailure] = field(default_factory=list)
+    duration: float = 0.0
+
+
+class Executor:
+    """Runs graphs; keeps results and the last plan of each graph between runs."""
+
+    def __init__(self, registry=None, *, cache_bytes: int = 2 << 30, on_event: EventCallback | None = None):
+        from .registry import registry as default_registry
+
+        self.registry = registry or default_registry
+        self.cache = ResultCache(cache_bytes)
+        self.on_event = on_event
+        self._cancelled = threading.Event()
+        self._plans: dict[int, tuple[weakref.ref, Plan]] = {}
+
+    def cancel(self) -> None:
+        """Stop the current run at the next node or diffusion step."""
+        self._cancelled.set()
+
+    def plan(self, graph: Graph) -> Plan:
+        """Validate and key the graph, re-using the previous plan where edits did not reach."""
+        remembered = self._plans.get(id(graph))
+        previous = remembered[1] if remembered and remembered[0]() is graph else None
+        current = replan(previous, graph, self.registry)
+        self._plans = {k: v for k, v in self._plans.items() if v[0]() is not None}
+        self._plans[id(graph)] = (weakref.ref(graph), current)
+        return current
+
+    def run(
+        self,
+        graph: Graph,
+        outputs: list[str] | None = None,
+        *,
+        on_event: EventCallback | None = None,
+        options: RunOptions | None = None,
+    ) -> RunResult:
+        """Run the graph (or only the nodes needed by `outputs`); raises ValidationError,
+        NodeExecutionError or Interrupted."""
+        self._cancelled.clear()
+        current = self.plan(graph)
+        resolve_random_seeds(graph, current)
+        targets = list(outputs) if outputs is not None else current.outputs
+        unknown = [t for t in targets if t not in current.index]
+        if unknown:
+            raise ValidationError([Problem(t, None, "run.unknown_output", f"there is no node {t!r} to run")
+                                   for t in unknown])
+        run = _Run(self, graph, current, on_event or self.on_event, options or RunOptions())
+        return run.execute(targets)
+
+
+class _Run:
+    """The state of one run."""
+
+    def __init__(self, executor: Executor, graph: Graph, current: Plan, emit: EventCallback | None,
+                 options: RunOptions):
+        self.cache, self.graph, self.plan, self.options = executor.cache, graph, current, options
+        self.cancelled = executor._cancelled
+        self.emit = emit
+        self.result = RunResult(outputs={})
+        seeds = self.result.seeds
+        for (node_id, name), value in current.seeds.items():
+            seeds.setdefault(node_id, {})[name] = value
+        self._workflow: str | None = None
+
+    # ---- the run as a whole ------------------------------------------------------------
+
+    def execute(self, targets: list[str]) -> RunResult:
+        started = time.perf_counter()
+        self._send("run_start", None, targets=targets)
+        try:
+            shared = [t for t in targets if t not in self.plan.stream_of]
+            per_item = [t for t in targets if t in self.plan.stream_of]
+            # Nodes outside streams first: everything a streamed node reads is then ready.
+            needs = self._inputs_of_streams(per_item)
+            values = self._run_nodes(shared + needs, self.plan.keys.__getitem__, keep=set(shared + needs))
+            for target in shared:
+                self.result.outputs[target] = values[self.plan.keys[target]]
+            for stream_node in dict.fromkeys(self.plan.stream_of[t] for t in per_item):
+                self._run_stream(stream_node, [t for t in per_item if self.plan.stream_of[t] == stream_node], values)
+        except Interrupted as stop:
+            self._send("interrupted", stop.node)
+            raise
+        except NodeExecutionError as error:
+            self._send("error", error.node, **_error_fields(error))
+            raise
+        self.result.duration = time.perf_counter() - started
+        self._send("run_done", None, duration=self.result.duration, executed=len(self.result.executed),
+                   cached=len(self.result.cached), failed=len(self.result.failures))
+        return self.result
+
+    def _inputs_of_streams(self, per_item: list[str]) -> list[str]:
+        """Nodes outside any stream that streamed targets read (the stream nodes included)."""
+        stream_of, seen, needed = self.plan.stream_of, set(), []
+        stack = list(per_item)
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen:
+                continue
+            seen.add(node_id)
+            if node_id in stream_of:
+                stack.extend(self.graph.nx.predecessors(node_id))
+            else:
+                needed.append(node_id)
+        return needed
+
+    # ---- running a set of nodes -----------------------------------------------------------
+
+    def _run_nodes(self, targets: list[str], key_of: Callable[[str], bytes], keep: set[str],
+                   given: dict[str, Any] | None = None, item: ItemInfo | None = None) -> dict[bytes, Any]:
+        """Run what `targets` need; returns the working set (key -> outputs) holding the targets.
+
+        `given` holds values of nodes outside this set (by key), `key_of` names each node's key.
+        """
+        graph, plan, cache = self.graph, self.plan, self.cache
+        given = given or {}
+        values: dict[bytes, Any] = dict(given)
+        to_run: dict[str, bytes] = {}  # node -> key; nodes with equal keys run once
+        stack, seen = list(targets), set()
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen:
+                continue
+            seen.add(node_id)
+            key = key_of(node_id)
+            if key in given:
+                continue  # computed outside this set of nodes
+            if key not in values:
+                hit = cache.get(key)
+                if hit is MISSING:
+                    to_run[node_id] = key
+                    stack.extend(graph.nx.predecessors(node_id))
+                    continue
+                values[key] = hit
+            self._cached(node_id, item)
+        readers: dict[bytes, int] = {}  # key -> consumers still to run
+        for producer_key in [*(k for n in to_run for k in self._read_keys(n, key_of)), *map(key_of, keep)]:
+            readers[producer_key] = readers.get(producer_key, 0) + 1
+        for node_id in sorted(to_run, key=plan.index.__getitem__):
+            key = to_run[node_id]
+            if key in values:  # an identical node ran before it
+                self._cached(node_id, item)
+            else:
+                values[key] = self._execute(node_id, values, key_of, item)
+                cache.put(key, values[key])
+            for producer_key in self._read_keys(node_id, key_of):
+                readers[producer_key] -= 1
+                if readers[producer_key] == 0 and producer_key not in given:
+                    del values[producer_key]  # its last consumer ran
+        return values
+
+    def _read_keys(self, node_id: str, key_of) -> set[bytes]:
+        return {key_of(producer) for producer in self.graph.nx.predecessors(node_id)}
+
+    def _run_stream(self, stream_node: str, targets: list[str], values: dict[bytes, Any]) -> None:
+        """Run the per-item part of the graph once per item of `stream_node`'s stream outputs."""
+        plan = self.plan
+        stream_outputs = values[plan.keys[stream_node]]
+        stream_names = [n for n, o in plan.definitions[stream_node].outputs.items() if o.stream]
+        items: list[StreamItem] = list(stream_outputs[stream_names[0]])
+        for target in targets:
+            self.result.outputs[target] = [None] * len(items)
+        for index, stream_item in enumerate(items):
+            info = ItemInfo(index, stream_item.label)
+            salt = stream_item.key.encode()
+
+            def key_of(node_id: str) -> bytes:
+                base = plan.keys[node_id]
+                return blake2b(base + salt, digest_size=16).digest() if node_id in plan.stream_of else base
+
+            given = dict(values)
+            given[plan.keys[stream_node]] = _ItemOutputs(stream_outputs, stream_names, stream_item)
+            try:
+                item_values = self._run_nodes(targets, key_of, keep=set(targets), given=given, item=info)
+            except NodeExecutionError as error:
+                self.result.failures.append(ItemFailure(error.node, index, stream_item.label, error))
+                self._send("error", error.node, item=info, **_error_fields(error))
+                continue
+            for target in targets:
+                self.result.outputs[target][index] = item_values[key_of(target)]
+
+    # ---- running one node -------------------------------------------------------------------
+
+    def _execute(self, node_id: str, values: dict[bytes, Any], key_of, item: ItemInfo | None) -> Any:
+        if self.cancelled.is_set():
+            raise Interrupted(node_id)
+        definition = self.plan.definitions[node_id]
+        inputs = self.graph.inputs_of(node_id)
+        kwargs = {}
+        try:
+            for name, spec in definition.inputs.items():
+                value = inputs.get(name, spec.default)
+                if type(value) is Link:
+                    value = values[key_of(value.node)][value.output]
+                elif value is REQUIRED:
+                    value = None
+                elif self.plan.seeds and (node_id, name) in self.plan.seeds:
+                    value = self.plan.seeds[node_id, name]
+                kwargs[name] = value
+            if definition.takes_context:
+                kwargs["ctx"] = NodeContext(node_id, self.options, self._emit_event, self.cancelled,
+                                            self.workflow, item)
+            self._send("node_start", node_id, item=item, type=definition.name)
+            started = time.perf_counter()
+            returned = definition.function(**kwargs)
+            outputs = _outputs(definition, returned)
+        except (Interrupted, NodeExecutionError):
+            raise
+        except Exception as error:
+            raise NodeExecutionError(node_id, definition.name, error, traceback.format_exc()) from error
+        self.result.executed.append(node_id)
+        self._send("node_done", node_id, item=item, duration=time.perf_counter() - started)
+        return outputs
+
+    def workflow(self) -> str:
+        """The graph as it runs, random seeds resolved, as graph-file JSON (made once per run)."""
+        if self._workflow is None:
+            resolved = fileformat.loads(fileformat.dumps(self.graph))
+            for (node_id, name), value in self.plan.seeds.items():
+                resolved.set_input(node_id, name, value)
+            self._workflow = fileformat.dumps(resolved)
+        return self._workflow
+
+    # ---- events -----------------------------------------------------------------------------
+
+    def _cached(self, node_id: str, item: ItemInfo | None) -> None:
+        self.result.cached.append(node_id)
+        self._send("node_cached", node_id, item=item)
+
+    def _send(self, event: str, node_id: str | None, item: ItemInfo | None = None, **fields: Any) -> None:
+        if self.emit is None:
+            return
+        message = {"event": event, "node": node_id, **fields}
+        if isinstance(item, ItemInfo):
+            message["item"], message["label"] = item.index, item.label
+        self._emit_event(message)
+
+    def _emit_event(self, message: dict) -> None:
+        if self.emit is not None:
+            self.emit(message)
+
+
+class _ItemOutputs(dict):
+    """A stream node's outputs as one item sees them: the stream outputs hold that item's value,
+    loaded on first use (so a cached item is never even read)."""
+
+    def __init__(self, outputs: dict, stream_names: list[str], item: StreamItem):
+        super().__init__(outputs)
+        self._stream_names, self._item = set(stream_names), item
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._stream_names:
+            value = self._item.load()
+            self[name] = value
+            self._stream_names.discard(name)
+            return value
+        return super().__getitem__(name)
+
+
+def _outputs(definition, returned: Any) -> Any:
+    """A node function's return value as {output name: value}."""
+    names = list(definition.outputs)
+    if not names:
+        return returned
+    if len(names) == 1:
+        returned = (returned,)
+    elif not isinstance(returned, tuple) or len(returned) != len(names):
+        raise TypeError(f"{definition.name} must return a tuple of {len(names)} values ({', '.join(names)})")
+    outputs = dict(zip(names, returned))
+    for name, output in definition.outputs.items():
+        if output.stream:
+            outputs[name] = tuple(outputs[name])
+    return outputs
+
+
+def _error_fields(error: NodegraphError) -> dict:
+    return {"input": getattr(error, "input", None), "message": str(error), "hint": getattr(error, "hint", None)}

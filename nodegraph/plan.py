@@ -1,0 +1,163 @@
+"""Execution plans: a validated graph, its order, and a Merkle cache key per node.
+
+A node's key hashes its type and version, its effective literal inputs, the keys
+of the nodes it reads from and the fingerprint of what it reads from outside the
+graph (files, weights). It never includes the node id, so identical subgraphs
+share keys and run once. After an edit that only changed literals, `replan`
+re-checks the edited nodes and re-keys only them and their descendants.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from hashlib import blake2b
+
+import msgspec
+import networkx as nx
+
+from . import types as T
+from .errors import InputError, Problem, ValidationError
+from .graph import Graph, Link
+from .node import REQUIRED, NodeDef
+from .validate import Checked, check_node, validate
+
+_encode = msgspec.msgpack.Encoder().encode
+
+
+@dataclass
+class Plan:
+    revision: int
+    checked: Checked
+    index: dict[str, int]  # position in the topological order
+    keys: dict[str, bytes]
+    # (node, input) of every SEED literal "random", and the number it was resolved to this run
+    seeds: dict[tuple[str, str], int] = field(default_factory=dict)
+    stream_of: dict[str, str] = field(default_factory=dict)  # node run per item -> the stream node
+    outputs: list[str] = field(default_factory=list)  # output nodes, in order
+
+    @property
+    def order(self) -> list[str]:
+        return self.checked.order
+
+    @property
+    def definitions(self) -> dict[str, NodeDef]:
+        return self.checked.definitions
+
+
+def plan(graph: Graph, registry=None) -> Plan:
+    """Validate the graph and key every node; raises ValidationError listing every problem."""
+    from .registry import registry as default_registry
+
+    registry = registry or default_registry
+    checked = validate(graph, registry)
+    stream_of = _stream_regions(graph, checked) if not checked.problems else {}
+    if checked.problems:
+        raise ValidationError(checked.problems)
+    index = {node_id: i for i, node_id in enumerate(checked.order)}
+    result = Plan(graph.revision, checked, index, {}, stream_of=stream_of,
+                  outputs=[n for n in checked.order if checked.definitions[n].output_node])
+    result.seeds = dict.fromkeys(_random_seed_inputs(graph, checked), 0)
+    _key_nodes(graph, result, checked.order)
+    return result
+
+
+def replan(previous: Plan | None, graph: Graph, registry=None) -> Plan:
+    """The plan for `graph` as it is now, reusing `previous` where an edit did not reach."""
+    from .registry import registry as default_registry
+
+    registry = registry or default_registry
+    changed = graph.changes_since(previous.revision) if previous is not None else None
+    if changed is None:
+        return plan(graph, registry)
+    checked = previous.checked
+    for node_id in changed:
+        before = checked.output_types.get(node_id)
+        scratch = Checked(definitions={}, output_types=checked.output_types.copy())
+        check_node(graph, node_id, registry, scratch)
+        if scratch.problems or scratch.output_types.get(node_id) != before:
+            return plan(graph, registry)  # report every problem, or re-type what the change reached
+    seeds = {k: v for k, v in previous.seeds.items() if k[0] not in changed}
+    for node_id in changed:
+        seeds.update(dict.fromkeys(_random_seed_inputs(graph, checked, [node_id]), 0))
+    result = Plan(graph.revision, checked, previous.index, dict(previous.keys), seeds,
+                  previous.stream_of, previous.outputs)
+    _key_nodes(graph, result, _with_descendants(graph, result, changed))
+    return result
+
+
+def resolve_random_seeds(graph: Graph, current: Plan) -> None:
+    """Draw a fresh number for every "random" seed and re-key what it reaches.
+
+    Seeds are drawn when a run is submitted and recorded, so a cache hit is never a
+    surprise and the saved graph reproduces the run.
+    """
+    if not current.seeds:
+        return
+    for key in current.seeds:
+        current.seeds[key] = secrets.randbelow(2**53)  # exact in JSON readers that use doubles
+    _key_nodes(graph, current, _with_descendants(graph, current, {node for node, _ in current.seeds}))
+
+
+def _random_seed_inputs(graph: Graph, checked: Checked, nodes=None) -> list[tuple[str, str]]:
+    found = []
+    for node_id in nodes if nodes is not None else checked.order:
+        definition = checked.definitions[node_id]
+        for name, value in graph.inputs_of(node_id).items():
+            if value == T.RANDOM and definition.inputs[name].type == T.SEED:
+                found.append((node_id, name))
+    return found
+
+
+def _with_descendants(graph: Graph, current: Plan, nodes) -> list[str]:
+    reached = set(nodes)
+    for node_id in nodes:
+        reached |= nx.descendants(graph.nx, node_id)
+    return sorted(reached, key=current.index.__getitem__)
+
+
+def _key_nodes(graph: Graph, current: Plan, nodes: list[str]) -> None:
+    """(Re)compute the keys of `nodes`, given in topological order."""
+    keys, seeds, definitions = current.keys, current.seeds, current.checked.definitions
+    problems = []
+    for node_id in nodes:
+        definition = definitions[node_id]
+        inputs = graph.inputs_of(node_id)
+        literals, links = [], []
+        for name, spec in definition.inputs.items():
+            value = inputs.get(name, spec.default)
+            if type(value) is Link:
+                links.append((name, keys[value.node], value.output))
+            elif value is not REQUIRED:
+                literals.append((name, seeds.get((node_id, name), value) if seeds else value))
+        fingerprint = None
+        if definition.fingerprint is not None:
+            try:
+                fingerprint = definition.fingerprint(dict(literals))
+            except InputError as error:
+                problems.append(Problem(node_id, error.input, error.code, str(error), hint=error.hint))
+        signature = (definition.name, definition.version, literals, links, fingerprint)
+        keys[node_id] = blake2b(_encode(signature), digest_size=16).digest()
+    if problems:
+        raise ValidationError(problems)
+
+
+def _stream_regions(graph: Graph, checked: Checked) -> dict[str, str]:
+    """Map each node that runs once per stream item to its stream node; a node may follow one stream."""
+    stream_of: dict[str, str] = {}
+    for producer in checked.order:
+        streams = {n for n, o in checked.definitions[producer].outputs.items() if o.stream}
+        if not streams:
+            continue
+        for consumer in graph.nx.successors(producer):
+            if not any(graph.inputs_of(consumer)[i].output in streams for i in graph.nx.edges[producer, consumer]["inputs"]):
+                continue
+            for node_id in {consumer} | nx.descendants(graph.nx, consumer):
+                other = stream_of.setdefault(node_id, producer)
+                if other != producer:
+                    checked.problems.append(Problem(
+                        node_id, None, "stream.multiple",
+                        f"runs per item of two streams ({other!r} and {producer!r})",
+                        hint="a node can follow one stream; run the streams in separate graphs",
+                    ))
+    return stream_of

@@ -1,0 +1,40 @@
+"""The latent spaces and model families the built-in nodes know, as engine types.
+
+A family is what LoadModel recognises from a model's config files; its space is
+where its latents live, and its tasks are the pipelines it can run.
+"""
+
+from __future__ import annotations
+
+from nodegraph.types import LatentSpace, Model
+
+SD = LatentSpace("sd", channels=4, scaling_factor=0.18215)
+SDXL = LatentSpace("sdxl", channels=4, scaling_factor=0.13025)
+KANDINSKY22 = LatentSpace("kandinsky22", channels=4, scaling_factor=1.0)
+X4_UPSCALER = LatentSpace("x4-upscaler", channels=4, scaling_factor=0.08333)
+
+TEXT2IMG, IMG2IMG, INPAINT = "text2img", "img2img", "inpaint"
+LATENT_UPSCALE, UPSCALE = "latent-upscale", "upscale"
+
+# family -> what a model of that family is, as the type of LoadModel's output
+FAMILIES: dict[str, Model] = {
+    "sd": Model("sd", SD, frozenset({TEXT2IMG, IMG2IMG, INPAINT}), latent_image=True),
+    "sd-inpaint": Model("sd-inpaint", SD, frozenset({INPAINT}), latent_image=True),
+    "sdxl": Model("sdxl", SDXL, frozenset({TEXT2IMG, IMG2IMG, INPAINT}), latent_image=True),
+    "sdxl-refiner": Model("sdxl-refiner", SDXL, frozenset({IMG2IMG, INPAINT}), latent_image=True),
+    # Kandinsky's img2img and inpaint pipelines always re-encode, so they take images only.
+    "kandinsky22": Model("kandinsky22", KANDINSKY22, frozenset({TEXT2IMG, IMG2IMG, INPAINT})),
+    "latent-upscaler": Model("latent-upscaler", SD, frozenset({LATENT_UPSCALE})),
+    "x4-upscaler": Model("x4-upscaler", X4_UPSCALER, frozenset({UPSCALE})),
+}
+
+# family -> the tiny builtin that stands in for it under `--tiny`
+TINY_BUILTINS = {
+    "sd": "tiny-sd",
+    "sd-inpaint": "tiny-sd-inpaint",
+    "sdxl": "tiny-sdxl",
+    "sdxl-refiner": "tiny-sdxl-refiner",
+    "kandinsky22": "tiny-kandinsky22",
+    "latent-upscaler": "tiny-latent-upscaler",
+    "x4-upscaler": "tiny-x4-upscaler",
+}
