@@ -18,7 +18,6 @@ import time
 import traceback
 import weakref
 from dataclasses import dataclass, field
-from hashlib import blake2b
 from typing import Any, Callable
 
 from . import fileformat
@@ -27,7 +26,7 @@ from .context import ItemInfo, NodeContext, RunOptions
 from .errors import Interrupted, NodeExecutionError, NodegraphError, Problem, ValidationError
 from .graph import Graph, Link
 from .node import REQUIRED, StreamItem
-from .plan import Plan, replan, resolve_random_seeds
+from .plan import Plan, item_key, node_key, replan, resolve_random_seeds
 
 EventCallback = Callable[[dict], None]
 
@@ -212,16 +211,18 @@ class _Run:
         items: list[StreamItem] = list(stream_outputs[stream_names[0]])
         for target in targets:
             self.result.outputs[target] = [None] * len(items)
+        region = sorted((n for n, s in plan.stream_of.items() if s == stream_node), key=plan.index.__getitem__)
         for index, stream_item in enumerate(items):
             info = ItemInfo(index, stream_item.label)
-            salt = stream_item.key.encode()
-
-            def key_of(node_id: str) -> bytes:
-                base = plan.keys[node_id]
-                return blake2b(base + salt, digest_size=16).digest() if node_id in plan.stream_of else base
-
+            # The item's identity stands in for the stream node's key, so an item keeps its
+            # cached results when other items of the stream change.
+            keys = _Overlay(plan.keys)
+            keys[stream_node] = item_key(plan.definitions[stream_node], stream_item)
+            for node_id in region:
+                keys[node_id] = node_key(self.graph, node_id, plan, keys)
+            key_of = keys.__getitem__
             given = dict(values)
-            given[plan.keys[stream_node]] = _ItemOutputs(stream_outputs, stream_names, stream_item)
+            given[keys[stream_node]] = _ItemOutputs(stream_outputs, stream_names, stream_item)
             try:
                 item_values = self._run_nodes(targets, key_of, keep=set(targets), given=given, item=info)
             except NodeExecutionError as error:
@@ -290,6 +291,17 @@ class _Run:
     def _emit_event(self, message: dict) -> None:
         if self.emit is not None:
             self.emit(message)
+
+
+class _Overlay(dict):
+    """Keys of one stream item's nodes, falling back to the plan's keys for shared nodes."""
+
+    def __init__(self, shared: dict):
+        super().__init__()
+        self._shared = shared
+
+    def __missing__(self, node_id: str) -> bytes:
+        return self._shared[node_id]
 
 
 class _ItemOutputs(dict):

@@ -86,32 +86,36 @@ def loads(data: bytes | str) -> Graph:
 
 
 def _loads_other_format(data: bytes, error: msgspec.ValidationError) -> Graph:
-    """Not our format: a ComfyUI API prompt, or a format error to report."""
+    """Not our format: a ComfyUI API prompt, or format errors to report (per node where possible)."""
     raw = msgspec.json.decode(data)
     if isinstance(raw, dict) and "nodegraph" not in raw:
         prompt = raw.get("prompt") if isinstance(raw.get("prompt"), dict) else raw
         if prompt and all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
             return from_comfy(prompt)
-    raise GraphFileError([_format_problem(error)]) from None
+    problems = []
+    if isinstance(raw, dict) and isinstance(raw.get("nodes"), dict):
+        for node_id, node in raw["nodes"].items():
+            try:
+                msgspec.convert(node, NodeJSON)
+            except msgspec.ValidationError as node_error:
+                problems.append(_format_problem(node_error, node_id))
+    raise GraphFileError(problems or [_format_problem(error)]) from None
 
 
 def _to_graph(document: GraphJSON) -> Graph:
-    graph = Graph(ui=document.ui)
-    problems = []
+    nodes, problems = {}, []
     for node_id, spec in document.nodes.items():
-        inputs = {}
-        for name, value in spec.inputs.items():
+        inputs = spec.inputs
+        for name, value in inputs.items():
             if type(value) is dict and "from" in value:
                 link = _as_link(value)
                 if link is None:
                     problems.append(_bad_link(node_id, name, value))
-                    continue
-                value = link
-            inputs[name] = value
-        graph.add(spec.type, id=node_id, **inputs)
+                inputs[name] = link
+        nodes[node_id] = (spec.type, inputs)
     if problems:
         raise GraphFileError(problems)
-    return graph
+    return Graph.from_nodes(nodes, ui=document.ui)
 
 
 def _as_link(value: dict) -> Link | None:
@@ -138,20 +142,14 @@ def _malformed(data: bytes, error: msgspec.DecodeError) -> Problem:
     return Problem(None, None, "json.malformed", message, hint="fix the JSON syntax at that position")
 
 
-def _format_problem(error: msgspec.ValidationError) -> Problem:
-    """Name the node (and input) a structural error is about, from msgspec's `$.nodes.<id>...` path."""
+def _format_problem(error: msgspec.ValidationError, node: str | None = None) -> Problem:
     message = str(error)
-    node = input_name = None
     match = re.search(r" - at `\$(.*)`$", message)
+    input_name = None
     if match:
-        message = message[: match.start()]
-        path = re.findall(r"\.([^.\[\]]+)|\[(\d+)\]", match.group(1))
-        keys = [name or index for name, index in path]
-        if len(keys) >= 2 and keys[0] == "nodes":
-            node = keys[1]
-            if len(keys) >= 4 and keys[2] == "inputs":
-                input_name = keys[3]
-        message = f"{message} at {match.group(1) or 'the top level'}"
+        message = f"{message[: match.start()]} at {'nodes.' + node if node else ''}{match.group(1)}"
+        inputs = re.match(r"\.inputs\.([^.\[]+)", match.group(1))
+        input_name = inputs.group(1) if inputs else None
     return Problem(
         node, input_name, "format.invalid", message,
         hint='a graph file is {"nodegraph": 1, "nodes": {id: {"type": ..., "inputs": {...}}}, "ui": {...}}',
@@ -286,7 +284,7 @@ def json_schema(registry=None) -> dict[str, Any]:
     from .registry import registry as default_registry
 
     registry = registry or default_registry
-    (document,), components = msgspec.json.schema_components([GraphJSON], ref_template="#/$defs/{name}")
+    _, components = msgspec.json.schema_components([GraphJSON, LinkJSON], ref_template="#/$defs/{name}")
     link = {"$ref": "#/$defs/LinkJSON"}
 
     def input_schema(spec) -> dict:

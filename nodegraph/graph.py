@@ -56,6 +56,24 @@ class Graph:
         self._journal_floor = 0
         self._waiting: dict[str, set[str]] = {}  # missing producer -> consumers linking to it
 
+    @classmethod
+    def from_nodes(cls, nodes: dict[str, tuple[str, dict[str, Any]]], ui: dict | None = None) -> Graph:
+        """Build a graph in one go from {id: (type, inputs)}, as a file loader does."""
+        graph = cls(ui=ui)
+        graph.nx.add_nodes_from((node_id, {"type": t, "inputs": inputs}) for node_id, (t, inputs) in nodes.items())
+        edges: dict[tuple[str, str], set[str]] = {}
+        for consumer, (_, inputs) in nodes.items():
+            for name, value in inputs.items():
+                if type(value) is not Link:
+                    continue
+                if value.node in nodes:
+                    edges.setdefault((value.node, consumer), set()).add(name)
+                else:
+                    graph._waiting.setdefault(value.node, set()).add(consumer)
+        graph.nx.add_edges_from((producer, consumer, {"inputs": names}) for (producer, consumer), names in edges.items())
+        graph._record(None, structural=True)
+        return graph
+
     # ---- reading -------------------------------------------------------------
 
     def __contains__(self, node_id: object) -> bool:
@@ -169,7 +187,7 @@ class Graph:
         if not names:
             self.nx.remove_edge(producer, consumer)
 
-    def _record(self, node_id: str, structural: bool) -> None:
+    def _record(self, node_id: str | None, structural: bool) -> None:
         self.revision += 1
         self._journal.append((self.revision, node_id, structural))
         if len(self._journal) > _JOURNAL_LIMIT:

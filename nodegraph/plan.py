@@ -118,28 +118,35 @@ def _with_descendants(graph: Graph, current: Plan, nodes) -> list[str]:
 
 def _key_nodes(graph: Graph, current: Plan, nodes: list[str]) -> None:
     """(Re)compute the keys of `nodes`, given in topological order."""
-    keys, seeds, definitions = current.keys, current.seeds, current.checked.definitions
     problems = []
     for node_id in nodes:
-        definition = definitions[node_id]
-        inputs = graph.inputs_of(node_id)
-        literals, links = [], []
-        for name, spec in definition.inputs.items():
-            value = inputs.get(name, spec.default)
-            if type(value) is Link:
-                links.append((name, keys[value.node], value.output))
-            elif value is not REQUIRED:
-                literals.append((name, seeds.get((node_id, name), value) if seeds else value))
-        fingerprint = None
-        if definition.fingerprint is not None:
-            try:
-                fingerprint = definition.fingerprint(dict(literals))
-            except InputError as error:
-                problems.append(Problem(node_id, error.input, error.code, str(error), hint=error.hint))
-        signature = (definition.name, definition.version, literals, links, fingerprint)
-        keys[node_id] = blake2b(_encode(signature), digest_size=16).digest()
+        try:
+            current.keys[node_id] = node_key(graph, node_id, current, current.keys)
+        except InputError as error:
+            problems.append(Problem(node_id, error.input, error.code, str(error), hint=error.hint))
     if problems:
         raise ValidationError(problems)
+
+
+def node_key(graph: Graph, node_id: str, current: Plan, keys: dict[str, bytes]) -> bytes:
+    """The Merkle key of one node, given the keys of the nodes it reads from."""
+    definition, seeds = current.checked.definitions[node_id], current.seeds
+    inputs = graph.inputs_of(node_id)
+    literals, links = [], []
+    for name, spec in definition.inputs.items():
+        value = inputs.get(name, spec.default)
+        if type(value) is Link:
+            links.append((name, keys[value.node], value.output))
+        elif value is not REQUIRED:
+            literals.append((name, seeds.get((node_id, name), value) if seeds else value))
+    fingerprint = definition.fingerprint(dict(literals)) if definition.fingerprint is not None else None
+    signature = (definition.name, definition.version, literals, links, fingerprint)
+    return blake2b(_encode(signature), digest_size=16).digest()
+
+
+def item_key(stream_definition: NodeDef, item) -> bytes:
+    """The key of one stream item: what the stream node is, and the item's own content identity."""
+    return blake2b(_encode((stream_definition.name, stream_definition.version, item.key)), digest_size=16).digest()
 
 
 def _stream_regions(graph: Graph, checked: Checked) -> dict[str, str]:

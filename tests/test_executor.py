@@ -1,0 +1,211 @@
+import gc
+import json
+import weakref
+
+import pytest
+
+import toy_nodes
+from nodegraph import types as T
+from nodegraph.errors import Interrupted, NodeExecutionError
+from nodegraph.executor import Executor
+from nodegraph.graph import Graph
+from nodegraph.node import Input, Output
+from nodegraph.registry import Registry
+from toy_nodes import calls, registry
+
+
+@pytest.fixture(autouse=True)
+def fresh_calls():
+    calls.clear()
+
+
+def chain_graph():
+    g = Graph()
+    c = g.add("Const", id="c", value=1)
+    a = g.add("Add", id="a", a=c.value, b=2)
+    b = g.add("Add", id="b", a=a.value, b=3)
+    g.add("Show", id="show", value=b.value)
+    return g
+
+
+def executed_types():
+    return [name for name, _ in calls]
+
+
+def test_runs_in_order_and_returns_outputs():
+    result = Executor(registry).run(chain_graph())
+    assert result.outputs == {"show": {"shown": 6, "label": ""}}
+    assert result.executed == ["c", "a", "b", "show"]
+
+
+def test_second_run_reruns_only_what_a_change_reaches():
+    g, executor = chain_graph(), Executor(registry)
+    executor.run(g)
+    result = executor.run(g)
+    assert result.executed == [] and result.cached == ["show"]
+    g.set_input("b", "b", 10)
+    result = executor.run(g)
+    assert result.executed == ["b", "show"]
+    assert result.outputs["show"]["shown"] == 13
+    g.set_input("b", "b", 3)  # back to a known state: everything cached
+    assert executor.run(g).executed == []
+
+
+def test_cache_survives_structural_edits_by_content():
+    g, executor = chain_graph(), Executor(registry)
+    executor.run(g)
+    g.add("Show", id="show2", value=g.add("Add", id="a2", a=g.add("Const", id="c2", value=1).value, b=2).value)
+    result = executor.run(g)
+    assert result.executed == ["show2"]  # c2 and a2 equal c and a: same keys, no id in them
+
+
+def test_identical_subgraphs_run_once():
+    g = Graph()
+    for i in range(3):
+        g.add("Show", id=f"show{i}", value=g.add("Add", id=f"add{i}", a=g.add("Const", id=f"c{i}", value=7).value).value)
+    result = Executor(registry).run(g)
+    assert executed_types() == ["Const", "Add", "Show"]
+    assert {o["shown"] for o in result.outputs.values()} == {7}
+
+
+def test_runs_only_the_requested_outputs():
+    g = chain_graph()
+    g.add("Show", id="other", value=g.add("Const", id="c9", value=9).value)
+    result = Executor(registry).run(g, outputs=["other"])
+    assert result.executed == ["c9", "other"]
+    assert list(result.outputs) == ["other"]
+
+
+def test_frees_intermediate_results_after_their_last_consumer():
+    blobs = Registry()
+
+    class Blob:
+        pass
+
+    refs = {}
+
+    @blobs.node("Make", inputs={"n": Input(T.INT)}, outputs={"blob": Output(T.IMAGE)})
+    def make(n):
+        blob = Blob()
+        refs[n] = weakref.ref(blob)
+        return blob
+
+    @blobs.node("Pass", inputs={"blob": Input(T.IMAGE), "n": Input(T.INT)}, outputs={"blob": Output(T.IMAGE)})
+    def pass_on(blob, n):
+        return make(n)
+
+    alive_at_end = []
+
+    @blobs.node("End", inputs={"blob": Input(T.IMAGE)}, output_node=True)
+    def end(blob):
+        gc.collect()
+        alive_at_end.extend(n for n, ref in refs.items() if ref() is not None)
+
+    g = Graph()
+    g.add("End", blob=g.add("Pass", n=2, blob=g.add("Pass", n=1, blob=g.add("Make", n=0).blob).blob).blob)
+    Executor(blobs, cache_bytes=0).run(g)
+    assert alive_at_end == [2]  # only the value End reads is still held
+
+
+def test_lru_cache_respects_its_byte_budget():
+    executor = Executor(registry, cache_bytes=1000)
+    g = Graph()
+    for i in range(20):
+        g.add("Show", value=g.add("Const", value=i).value)
+    executor.run(g)
+    assert executor.cache.used_bytes <= 1000
+    assert 0 < len(executor.cache) < 40
+
+
+def test_events():
+    events = []
+    g = chain_graph()
+    g.set_input("b", "a", g.add("Steps", id="steps", value=g.inputs_of("b")["a"], steps=2).value)
+    Executor(registry).run(g, on_event=events.append)
+    assert all({"event", "node"} <= set(e) for e in events)
+    kinds = [(e["event"], e["node"]) for e in events]
+    assert kinds[0] == ("run_start", None) and kinds[-1] == ("run_done", None)
+    assert ("progress", "steps") in kinds
+    progress = [(e["value"], e["max"]) for e in events if e["event"] == "progress"]
+    assert progress == [(1, 2), (2, 2)]
+    done = [e for e in events if e["event"] == "node_done"]
+    assert [e["node"] for e in done] == ["c", "a", "steps", "b", "show"]
+    assert all(e["duration"] >= 0 for e in done)
+    second = []
+    Executor_ = Executor(registry)
+    Executor_.run(g)
+    Executor_.run(g, on_event=second.append)
+    assert [(e["event"], e["node"]) for e in second] == [("run_start", None), ("node_cached", "show"), ("run_done", None)]
+
+
+def test_node_errors_name_node_and_input_and_keep_earlier_results():
+    events = []
+    g = chain_graph()
+    g.add("Show", id="bad_show", value=g.add("Fail", id="bad", value=g.inputs_of("b")["a"]).value)
+    executor = Executor(registry)
+    with pytest.raises(NodeExecutionError) as caught:
+        executor.run(g, on_event=events.append)
+    error = caught.value
+    assert (error.node, error.input) == ("bad", "value")
+    assert "expected an even number, got 3" in str(error) and "add one" in str(error)
+    assert {"event": "error", "node": "bad", "input": "value", "message": str(error), "hint": "add one"} in events
+    g.remove("bad_show")
+    g.remove("bad")
+    assert "c" in executor.run(g).cached or executor.run(g).executed != ["c", "a", "b", "show"]
+
+
+def test_cancel_interrupts_between_steps_and_keeps_results():
+    g = chain_graph()
+    g.set_input("b", "a", g.add("Steps", id="steps", value=g.inputs_of("b")["a"], steps=5).value)
+    executor = Executor(registry)
+    events = []
+
+    def on_event(event):
+        events.append(event)
+        if event["event"] == "progress" and event["value"] == 2:
+            executor.cancel()
+
+    with pytest.raises(Interrupted) as caught:
+        executor.run(g, on_event=on_event)
+    assert caught.value.node == "steps"
+    assert events[-1] == {"event": "interrupted", "node": "steps"}
+    assert max(e["value"] for e in events if e["event"] == "progress") == 2
+    result = executor.run(g)  # the cancel does not stick; finished nodes are cached
+    assert result.executed == ["steps", "b", "show"]
+
+
+def test_random_seeds_are_resolved_and_recorded():
+    g = Graph()
+    g.add("Show", id="show", value=g.add("Seeded", id="s", seed="random").value)
+    executor = Executor(registry)
+    first = executor.run(g)
+    seed = first.seeds["s"]["seed"]
+    assert isinstance(seed, int)
+    ((called_with, workflow),) = [arguments for name, arguments in calls if name == "Seeded"]
+    assert called_with == seed
+    assert json.loads(workflow)["nodes"]["s"]["inputs"]["seed"] == seed  # what Save would embed
+    second = executor.run(g)
+    assert second.executed == ["s", "show"]  # a new random seed, never a surprise cache hit
+    assert second.seeds["s"]["seed"] != seed
+    g.set_input("s", "seed", seed)
+    assert executor.run(g).executed == []  # the recorded seed reproduces the first run
+
+
+def test_streams_run_per_item_and_isolate_failures():
+    g = Graph()
+    numbers = g.add("Numbers", id="numbers", values="1,2,x,4")
+    g.add("Show", id="show", value=g.add("Add", id="add", a=numbers.value, b=g.add("Const", id="ten", value=10).value).value)
+    events = []
+    executor = Executor(registry)
+    result = executor.run(g, on_event=events.append)
+    assert [o and o["shown"] for o in result.outputs["show"]] == [11, 12, None, 14]
+    (failure,) = result.failures
+    assert (failure.node, failure.item, failure.label) == ("add", 2, "n2")
+    assert "invalid literal" in str(failure.error)
+    assert executed_types().count("Const") == 1  # shared work runs once, not per item
+    assert any(e["event"] == "error" and e.get("item") == 2 for e in events)
+    calls.clear()
+    g.set_input("numbers", "values", "1,2,5,4")
+    result = executor.run(g)
+    assert [o["shown"] for o in result.outputs["show"]] == [11, 12, 15, 14]
+    assert calls == [("load", ("5",)), ("Add", (5, 10)), ("Show", (15, ""))]  # cached items are never loaded
