@@ -87,7 +87,10 @@ def loads(data: bytes | str) -> Graph:
 
 def _loads_other_format(data: bytes, error: msgspec.ValidationError) -> Graph:
     """Not our format: a ComfyUI API prompt, or format errors to report (per node where possible)."""
-    raw = msgspec.json.decode(data)
+    try:
+        raw = msgspec.json.decode(data)
+    except msgspec.DecodeError as malformed:  # the typed decoder stopped at a type error first
+        raise GraphFileError([_malformed(data, malformed)]) from None
     if isinstance(raw, dict) and "nodegraph" not in raw:
         prompt = raw.get("prompt") if isinstance(raw.get("prompt"), dict) else raw
         if prompt and all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
