@@ -23,7 +23,7 @@ from typing import Any, Literal
 import msgspec
 
 from .errors import GraphFileError, Problem
-from .graph import Graph, Link
+from .graph import Graph, Link, gc_paused
 
 FORMAT_VERSION = 1
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -77,12 +77,12 @@ def loads(data: bytes | str) -> Graph:
     if data.startswith(PNG_SIGNATURE):
         return _loads_png(data)
     try:
-        document = _decoder.decode(data)
+        with gc_paused():
+            return _to_graph(_decoder.decode(data))
     except msgspec.ValidationError as error:
         return _loads_other_format(data, error)
     except msgspec.DecodeError as error:
         raise GraphFileError([_malformed(data, error)]) from None
-    return _to_graph(document)
 
 
 def _loads_other_format(data: bytes, error: msgspec.ValidationError) -> Graph:

@@ -18,7 +18,7 @@ import networkx as nx
 
 from . import types as T
 from .errors import InputError, Problem, ValidationError
-from .graph import Graph, Link
+from .graph import Graph, Link, gc_paused
 from .node import REQUIRED, NodeDef
 from .validate import Checked, check_node, validate
 
@@ -50,7 +50,8 @@ def plan(graph: Graph, registry=None) -> Plan:
     from .registry import registry as default_registry
 
     registry = registry or default_registry
-    checked = validate(graph, registry)
+    with gc_paused():
+        checked = validate(graph, registry)
     stream_of = _stream_regions(graph, checked) if not checked.problems else {}
     if checked.problems:
         raise ValidationError(checked.problems)
@@ -58,7 +59,8 @@ def plan(graph: Graph, registry=None) -> Plan:
     result = Plan(graph.revision, checked, index, {}, stream_of=stream_of,
                   outputs=[n for n in checked.order if checked.definitions[n].output_node])
     result.seeds = dict.fromkeys(_random_seed_inputs(graph, checked), 0)
-    _key_nodes(graph, result, checked.order)
+    with gc_paused():
+        _key_nodes(graph, result, checked.order)
     return result
 
 
