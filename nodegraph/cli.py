@@ -18,6 +18,7 @@ from . import types as T
 from .context import RunOptions
 from .errors import GraphFileError, Interrupted, NodeExecutionError, ValidationError
 from .graph import Graph
+from .node import REQUIRED
 from .registry import registry
 
 OK, INVALID, USAGE, FAILED = 0, 1, 2, 3
@@ -138,7 +139,7 @@ def _nodes(args) -> int:
         outputs = ", ".join(f"{n}: {o.type}" for n, o in definition.outputs.items()) or "(output node)"
         print(f"  {definition.name} -> {outputs}")
         for name, spec in definition.inputs.items():
-            default = "" if spec.required else f" = {spec.default!r}" if spec.default is not None else " (optional)"
+            default = "" if spec.required else " (optional)" if spec.default in (None, REQUIRED) else f" = {spec.default!r}"
             print(f"      {name}: {spec.type}{default}")
     for pack, error in registry.plugin_errors.items():
         print(f"\nnode pack {pack} failed to load:\n{error}", file=sys.stderr)

@@ -222,7 +222,8 @@ class _Run:
                 keys[node_id] = node_key(self.graph, node_id, plan, keys)
             key_of = keys.__getitem__
             given = dict(values)
-            given[keys[stream_node]] = _ItemOutputs(stream_outputs, stream_names, stream_item)
+            given[keys[stream_node]] = _ItemOutputs(stream_outputs, stream_names, stream_item, stream_node,
+                                                    plan.definitions[stream_node].name)
             try:
                 item_values = self._run_nodes(targets, key_of, keep=set(targets), given=given, item=info)
             except NodeExecutionError as error:
@@ -308,13 +309,17 @@ class _ItemOutputs(dict):
     """A stream node's outputs as one item sees them: the stream outputs hold that item's value,
     loaded on first use (so a cached item is never even read)."""
 
-    def __init__(self, outputs: dict, stream_names: list[str], item: StreamItem):
+    def __init__(self, outputs: dict, stream_names: list[str], item: StreamItem, node_id: str, node_type: str):
         super().__init__(outputs)
         self._stream_names, self._item = set(stream_names), item
+        self._node_id, self._node_type = node_id, node_type
 
     def __getitem__(self, name: str) -> Any:
         if name in self._stream_names:
-            value = self._item.load()
+            try:
+                value = self._item.load()
+            except Exception as error:  # the stream node's fault, whichever node asked for the item
+                raise NodeExecutionError(self._node_id, self._node_type, error, traceback.format_exc()) from error
             self[name] = value
             self._stream_names.discard(name)
             return value

@@ -84,8 +84,21 @@ def replan(previous: Plan | None, graph: Graph, registry=None) -> Plan:
         seeds.update(dict.fromkeys(_random_seed_inputs(graph, checked, [node_id]), 0))
     result = Plan(graph.revision, checked, previous.index, dict(previous.keys), seeds,
                   previous.stream_of, previous.outputs)
-    _key_nodes(graph, result, _with_descendants(graph, result, changed))
+    _key_nodes(graph, result, _with_descendants(graph, result, changed | _changed_outside(graph, result)))
     return result
+
+
+def _changed_outside(graph: Graph, current: Plan) -> set[str]:
+    """Nodes whose fingerprint moved since the plan was made: a file or model changed on disk."""
+    moved = set()
+    for node_id, definition in current.checked.definitions.items():
+        if definition.fingerprint is not None:
+            try:
+                if node_key(graph, node_id, current, current.keys) != current.keys[node_id]:
+                    moved.add(node_id)
+            except InputError:
+                moved.add(node_id)  # re-keying it reports the problem
+    return moved
 
 
 def resolve_random_seeds(graph: Graph, current: Plan) -> None:

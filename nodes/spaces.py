@@ -21,6 +21,7 @@ FAMILIES: dict[str, Model] = {
     "sd": Model("sd", SD, frozenset({TEXT2IMG, IMG2IMG, INPAINT}), latent_image=True),
     "sd-inpaint": Model("sd-inpaint", SD, frozenset({INPAINT}), latent_image=True),
     "sdxl": Model("sdxl", SDXL, frozenset({TEXT2IMG, IMG2IMG, INPAINT}), latent_image=True),
+    "sdxl-inpaint": Model("sdxl-inpaint", SDXL, frozenset({INPAINT}), latent_image=True),
     "sdxl-refiner": Model("sdxl-refiner", SDXL, frozenset({IMG2IMG, INPAINT}), latent_image=True),
     # Kandinsky's img2img and inpaint pipelines always re-encode, so they take images only.
     "kandinsky22": Model("kandinsky22", KANDINSKY22, frozenset({TEXT2IMG, IMG2IMG, INPAINT})),
@@ -33,6 +34,7 @@ TINY_BUILTINS = {
     "sd": "tiny-sd",
     "sd-inpaint": "tiny-sd-inpaint",
     "sdxl": "tiny-sdxl",
+    "sdxl-inpaint": "tiny-sdxl",  # no 9-channel tiny SDXL: the base model inpaints too
     "sdxl-refiner": "tiny-sdxl-refiner",
     "kandinsky22": "tiny-kandinsky22",
     "latent-upscaler": "tiny-latent-upscaler",

@@ -200,7 +200,7 @@ def test_streams_run_per_item_and_isolate_failures():
     result = executor.run(g, on_event=events.append)
     assert [o and o["shown"] for o in result.outputs["show"]] == [11, 12, None, 14]
     (failure,) = result.failures
-    assert (failure.node, failure.item, failure.label) == ("add", 2, "n2")
+    assert (failure.node, failure.item, failure.label) == ("numbers", 2, "n2")  # the item failed to load
     assert "invalid literal" in str(failure.error)
     assert executed_types().count("Const") == 1  # shared work runs once, not per item
     assert any(e["event"] == "error" and e.get("item") == 2 for e in events)
