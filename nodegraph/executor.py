@@ -64,6 +64,7 @@ class Executor:
         self.on_event = on_event
         self._cancelled = threading.Event()
         self._plans: dict[int, tuple[weakref.ref, Plan]] = {}
+        self._options = RunOptions()
 
     def cancel(self) -> None:
         """Stop the current run at the next node or diffusion step."""
@@ -89,6 +90,10 @@ class Executor:
         """Run the graph (or only the nodes needed by `outputs`); raises ValidationError,
         NodeExecutionError or Interrupted."""
         self._cancelled.clear()
+        options = options or RunOptions()
+        if options != self._options:  # results may depend on the device or the output folder
+            self.cache.clear()
+            self._options = options
         current = self.plan(graph)
         resolve_random_seeds(graph, current)
         targets = list(outputs) if outputs is not None else current.outputs
@@ -96,7 +101,7 @@ class Executor:
         if unknown:
             raise ValidationError([Problem(t, None, "run.unknown_output", f"there is no node {t!r} to run")
                                    for t in unknown])
-        run = _Run(self, graph, current, on_event or self.on_event, options or RunOptions())
+        run = _Run(self, graph, current, on_event or self.on_event, options)
         return run.execute(targets)
 
 

@@ -16,6 +16,7 @@ hash covers this file and the library versions, so any change rebuilds.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
@@ -24,31 +25,39 @@ import pathlib
 import shutil
 import tempfile
 
-BUILTIN_NAMES: tuple[str, ...] = (
-    "tiny-sd",
-    "tiny-sd-inpaint",
-    "tiny-sdxl",
-    "tiny-sdxl-refiner",
-    "tiny-kandinsky22",
-    "tiny-latent-upscaler",
-    "tiny-x4-upscaler",
-)
+# builtin -> the model family it stands in for (see nodes.spaces)
+BUILTIN_FAMILIES: dict[str, str] = {
+    "tiny-sd": "sd",
+    "tiny-sd-inpaint": "sd-inpaint",
+    "tiny-sdxl": "sdxl",
+    "tiny-sdxl-refiner": "sdxl-refiner",
+    "tiny-kandinsky22": "kandinsky22",
+    "tiny-latent-upscaler": "latent-upscaler",
+    "tiny-x4-upscaler": "x4-upscaler",
+}
+BUILTIN_NAMES: tuple[str, ...] = tuple(BUILTIN_FAMILIES)
 
 
 def builtin_path(name: str) -> pathlib.Path:
     """Local diffusers folder for builtin `name`, built on first use and cached on disk."""
-    if name not in _BUILDERS:
-        raise ValueError(f"unknown builtin model {name!r}; known: {', '.join(BUILTIN_NAMES)}")
-    folder = _cache_root() / "builtin" / f"{name}-{_recipe_hash(name)}"
+    folder = cache_root() / "builtin" / builtin_identity(name)
     if not folder.is_dir():
         _build_atomically(_BUILDERS[name], folder)
     return folder
 
 
+def builtin_identity(name: str) -> str:
+    """What fixes builtin `name`'s weights (its recipe), known without building it."""
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown builtin model {name!r}; known: {', '.join(BUILTIN_NAMES)}")
+    return f"{name}-{_recipe_hash(name)}"
+
+
 # ---- cache ------------------------------------------------------------------------
 
 
-def _cache_root() -> pathlib.Path:
+def cache_root() -> pathlib.Path:
+    """Where nodegraph keeps what it builds: $NODEGRAPH_CACHE, by default ~/.cache/nodegraph."""
     return pathlib.Path(os.environ.get("NODEGRAPH_CACHE") or pathlib.Path.home() / ".cache" / "nodegraph")
 
 
@@ -69,7 +78,8 @@ def _build_atomically(build, folder: pathlib.Path) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        with torch.random.fork_rng(devices=[]):  # leave the caller's random stream untouched
+        # fork_rng: seeding for the build must leave the caller's random stream untouched
+        with torch.random.fork_rng(devices=[]), quiet_progress_bars():
             build(staging)
         try:
             staging.rename(folder)
@@ -79,6 +89,20 @@ def _build_atomically(build, folder: pathlib.Path) -> None:
             # Another process finished first; its copy is identical, so keep it.
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """Silence transformers' progress bars (one per weight file read or written): nodegraph reports progress itself."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
 
 
 def _seed(role: str) -> None:
@@ -517,7 +541,7 @@ def _x4_unet():
         cross_attention_dim=_SD_TEXT_DIM,
         attention_head_dim=8,
         use_linear_projection=True,
-        only_cross_attention=(True, False),
+        only_cross_attention=True,  # no self-attention: it would dominate at upscaling sizes
         num_class_embeds=1000,  # the noise level is passed as a class label
     )
 

@@ -1,0 +1,701 @@
+"""The values of MODEL and VAE sockets, and the process-wide component cache.
+
+A `ModelHandle` is what LoadModel outputs: a model's family, where its diffusers
+folders are, the options it was loaded with, and its components. Components with
+weights (UNet, VAE, text encoders, ...) come from one process-wide cache keyed by
+weight identity, so two checkpoints that ship an identical VAE or text encoder
+hold one module between them; a module stays loaded while some handle holds it.
+
+`handle.pipeline(task)` assembles the diffusers pipeline for a task from those
+modules with `PipelineClass(**components)`: nothing is copied and nothing is cast,
+so every module keeps the dtype it was loaded in (diffusers' `from_pipe` casts the
+modules it shares to its dtype argument, float32 when left out: diffusers#12754).
+The NSFW safety checker is never loaded: the samplers ask for latents, for which
+diffusers skips it anyway.
+
+torch and diffusers are imported inside the functions: importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import re
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from nodegraph.errors import InputError
+
+from .spaces import FAMILIES, IMG2IMG, INPAINT, LATENT_UPSCALE, SDXL, TEXT2IMG, UPSCALE
+from .tiny_models import cache_root, quiet_progress_bars
+
+log = logging.getLogger(__name__)
+
+KANDINSKY = "kandinsky22"
+KANDINSKY_PRIOR, KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER = "prior", "decoder", "decoder-inpaint"
+MAIN = "main"  # the one diffusers folder (or checkpoint file) of every family but Kandinsky
+
+# family -> task -> diffusers pipeline class. A family's first pipeline is the one a
+# single-file checkpoint of that family is loaded as.
+TASK_PIPELINES: dict[str, dict[str, str]] = {
+    "sd": {TEXT2IMG: "StableDiffusionPipeline", IMG2IMG: "StableDiffusionImg2ImgPipeline",
+           INPAINT: "StableDiffusionInpaintPipeline"},
+    "sd-inpaint": {INPAINT: "StableDiffusionInpaintPipeline"},
+    "sdxl": {TEXT2IMG: "StableDiffusionXLPipeline", IMG2IMG: "StableDiffusionXLImg2ImgPipeline",
+             INPAINT: "StableDiffusionXLInpaintPipeline"},
+    "sdxl-refiner": {IMG2IMG: "StableDiffusionXLImg2ImgPipeline", INPAINT: "StableDiffusionXLInpaintPipeline"},
+    "sdxl-inpaint": {INPAINT: "StableDiffusionXLInpaintPipeline"},
+    # Kandinsky's combined pipelines run the prior (text -> image embedding), then the decoder.
+    KANDINSKY: {TEXT2IMG: "KandinskyV22CombinedPipeline", IMG2IMG: "KandinskyV22Img2ImgCombinedPipeline",
+                INPAINT: "KandinskyV22InpaintCombinedPipeline"},
+    "latent-upscaler": {LATENT_UPSCALE: "StableDiffusionLatentUpscalePipeline"},
+    "x4-upscaler": {UPSCALE: "StableDiffusionUpscalePipeline"},
+}
+
+# LoadModel's scheduler choices -> diffusers classes, built from the model's own scheduler config
+SCHEDULERS: dict[str, str] = {
+    "DPMSolverMultistep": "DPMSolverMultistepScheduler",
+    "Euler": "EulerDiscreteScheduler",
+    "EulerAncestral": "EulerAncestralDiscreteScheduler",
+    "DDIM": "DDIMScheduler",
+    "PNDM": "PNDMScheduler",
+    "LMS": "LMSDiscreteScheduler",
+    "UniPC": "UniPCMultistepScheduler",
+}
+DEFAULT_SCHEDULER = "default"
+ATTENTION_MODES = ("sdpa", "xformers", "sliced")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+_NOT_LOADED = ("safety_checker", "feature_extractor")  # the NSFW checker and its image preprocessor
+_WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """How to load and run a model: LoadModel's inputs other than the model itself."""
+
+    dtype: str = "auto"
+    scheduler: str = DEFAULT_SCHEDULER
+    attention: str = "sdpa"
+    vae_tiling: bool = False
+    vae_slicing: bool = False
+    cpu_offload: bool = False
+    allow_pickle: bool = False
+
+
+# ---- devices -------------------------------------------------------------------------------
+
+
+def resolve_device(requested: str = "auto") -> str:
+    """The device to run on: "auto" picks cuda, else mps, else cpu; an explicit one must be there."""
+    import torch
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if requested == "auto":
+        return next(device for device in ("cuda", "mps", "cpu") if available[device])
+    if not available.get(requested, False):
+        raise InputError(None, f"device {requested!r} was asked for, but this machine has no such device",
+                         code="device.unavailable", hint="run with device auto or cpu")
+    return requested
+
+
+def resolve_dtype(requested: str, device: str):
+    """The torch dtype: "auto" is float16 on CUDA, float32 elsewhere (half precision gives black images on MPS
+    and crawls on the CPU)."""
+    import torch
+
+    if requested == "auto":
+        return torch.float16 if device == "cuda" else torch.float32
+    return getattr(torch, requested)
+
+
+# ---- weight identity -----------------------------------------------------------------------
+
+_HF_BLOB = re.compile(r"[0-9a-f]{64}")
+_BOOKKEEPING_KEYS = ("transformers_version", "torch_dtype", "dtype")  # differ between saves of equal weights
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a weight file's content, computed once per (path, size, mtime) and kept on disk."""
+    real = Path(os.path.realpath(path))
+    if real.parent.name == "blobs" and _HF_BLOB.fullmatch(real.name):
+        return real.name  # the Hugging Face cache names each large file by its SHA-256
+    stat = real.stat()
+    key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
+    known = _hash_index()
+    if key not in known:
+        digest = hashlib.sha256()
+        with open(real, "rb") as file:
+            while chunk := file.read(1 << 24):
+                digest.update(chunk)
+        known[key] = digest.hexdigest()
+        _save_hash_index(known)
+    return known[key]
+
+
+def component_identity(folder: Path) -> str:
+    """Identity of one component's weights: its config (less bookkeeping) and its weight files' contents."""
+    digest = hashlib.sha256()
+    for config_file in sorted(folder.glob("*.json")):
+        config = json.loads(config_file.read_text())
+        if isinstance(config, dict):
+            config = {k: v for k, v in config.items() if not k.startswith("_") and k not in _BOOKKEEPING_KEYS}
+        digest.update(f"{config_file.name}={json.dumps(config, sort_keys=True)}\n".encode())
+    for weights in weight_files(folder):
+        digest.update(f"{weights.name}={file_sha256(weights)}\n".encode())
+    return digest.hexdigest()
+
+
+def weight_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
+
+
+def refuse_pickle_only(folder: Path, allow_pickle: bool) -> None:
+    """Refuse a component whose weights come only as pickle (.bin) files, unless pickle is allowed."""
+    names = [p.name for p in weight_files(folder)]
+    if allow_pickle or not names or any(name.endswith(".safetensors") for name in names):
+        return
+    raise InputError("model", f"the weights in {folder} are pickle files (.bin), and unpickling can run any code",
+                     code="model.pickle_refused", hint="set allow_pickle to true if you trust where they come from")
+
+
+def _combined(identities: dict[str, str]) -> str:
+    text = "".join(f"{name}={identity}\n" for name, identity in sorted(identities.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+_hash_cache: dict[str, str] | None = None
+
+
+def _hash_index_path() -> Path:
+    return cache_root() / "weight-sha256.json"
+
+
+def _hash_index() -> dict[str, str]:
+    global _hash_cache
+    if _hash_cache is None:
+        try:
+            _hash_cache = json.loads(_hash_index_path().read_text())
+        except (OSError, ValueError):
+            _hash_cache = {}
+    return _hash_cache
+
+
+def _save_hash_index(known: dict[str, str]) -> None:
+    path = _hash_index_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.write_text(json.dumps(known))
+    os.replace(staging, path)  # atomic: a concurrent reader sees the old or the new index
+
+
+# ---- the component cache -------------------------------------------------------------------
+
+
+class ComponentCache:
+    """Loaded modules by (weight identity, dtype, placement).
+
+    Values are weak: a module stays here while a handle or pipeline holds it, and is
+    freed with the last of them, so the cache itself never pins memory.
+    """
+
+    def __init__(self) -> None:
+        self._modules: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+    def get(self, key: tuple) -> Any:
+        return self._modules.get(key)
+
+    def get_or_load(self, key: tuple, load: Callable[[], Any]) -> Any:
+        module = self._modules.get(key)
+        if module is None:
+            module = load()
+            self._modules[key] = module
+        return module
+
+    def put(self, key: tuple, module: Any) -> None:
+        self._modules[key] = module
+
+
+COMPONENTS = ComponentCache()
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    """The loaded components of one diffusers folder (or single-file checkpoint)."""
+
+    components: dict[str, Any]  # name -> module, tokenizer, scheduler or processor; None if absent
+    config: dict[str, Any]  # the pipeline's settings from model_index.json, e.g. requires_aesthetics_score
+    identities: dict[str, str] = field(default_factory=dict)  # name -> weight identity, for modules
+
+    @property
+    def identity(self) -> str:
+        return _combined(self.identities)
+
+
+def local_folder(source: str, allow_pickle: bool) -> Path:
+    """A local path as it is; a hub id as its folder in the Hugging Face cache, downloaded if need be."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    from diffusers import DiffusionPipeline
+
+    try:
+        return Path(DiffusionPipeline.download(source, use_safetensors=None if allow_pickle else True))
+    except (OSError, ValueError) as error:
+        raise InputError("model", f"could not get {source!r} from the Hugging Face Hub or its local cache: {error}",
+                         code="model.not_found",
+                         hint="check the id, or download it with network access "
+                              f"(huggingface-cli download {source}), or run with --tiny") from error
+
+
+def _load_folder(folder: Path, dtype, placement: str, allow_pickle: bool) -> _Part:
+    index = json.loads((folder / "model_index.json").read_text())
+    part = _Part(components={}, config={})
+    for name, spec in index.items():
+        if name.startswith("_"):
+            continue
+        if not _is_component_spec(spec):
+            part.config[name] = spec
+        elif spec[0] is None or name in _NOT_LOADED:
+            part.components[name] = None
+        else:
+            component_class = getattr(importlib.import_module(spec[0]), spec[1])
+            if _has_weights(component_class):
+                refuse_pickle_only(folder / name, allow_pickle)
+                part.identities[name] = f"{spec[1]}:{component_identity(folder / name)}"
+                part.components[name] = _load_module(component_class, folder / name, part.identities[name], dtype,
+                                                     placement, allow_pickle)
+            else:  # tokenizers, schedulers, image processors
+                part.components[name] = component_class.from_pretrained(folder / name)
+    return part
+
+
+def _is_component_spec(value: Any) -> bool:
+    """model_index.json names each component as [library, class] (both null when it is absent)."""
+    return isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
+
+
+def _has_weights(component_class) -> bool:
+    import torch
+
+    return issubclass(component_class, torch.nn.Module)
+
+
+def _load_module(component_class, folder: Path, identity: str, dtype, placement: str, allow_pickle: bool):
+    """The component's module from the component cache, loaded into it if it is not there yet."""
+    return COMPONENTS.get_or_load(
+        (identity, str(dtype), placement),
+        lambda: _place(component_class.from_pretrained(folder, dtype=dtype, variant=_variant(folder),
+                                                       use_safetensors=None if allow_pickle else True), placement),
+    )
+
+
+def _variant(folder: Path) -> str | None:
+    """The variant to load (e.g. "fp16") when a component ships only variant weight files."""
+    names = [p.name for p in weight_files(folder)]
+    plain = re.compile(r"(diffusion_pytorch_model|model)(-\d+-of-\d+)?\.(safetensors|bin)")
+    if not names or any(plain.fullmatch(n) for n in names):
+        return None
+    return names[0].rsplit(".", 2)[-2]  # name.VARIANT.safetensors
+
+
+def _place(module, placement: str):
+    """Move a freshly loaded module where it runs; offloaded modules wait on the CPU."""
+    if not placement.startswith("offload:"):
+        module.to(placement)
+    return module
+
+
+def _load_single_file(path: Path, family: str, dtype, placement: str) -> _Part:
+    """A single-file checkpoint, as diffusers' `from_single_file` splits it into components."""
+    import diffusers
+    import torch
+
+    pipeline_class = getattr(diffusers, next(iter(TASK_PIPELINES[family].values())))
+    file_identity = file_sha256(path)
+
+    def key(name: str) -> tuple:
+        return (f"{name}@{file_identity}", str(dtype), placement)
+
+    names = [n for n, p in inspect.signature(pipeline_class.__init__).parameters.items() if n != "self"]
+    cached = {name: module for name in names if (module := COMPONENTS.get(key(name))) is not None}
+    try:
+        pipeline = pipeline_class.from_single_file(str(path), dtype=dtype, **cached)
+    except (OSError, ValueError) as error:
+        raise InputError("model", f"diffusers could not load {path.name} as a {family} checkpoint: {error}",
+                         code="model.load_failed",
+                         hint="diffusers reads a single file's configuration from the original model on the "
+                              "Hugging Face Hub (or its local cache): run once with network access, or use the "
+                              "model's diffusers folder") from error
+    part = _Part(components=pipeline.components, config={})
+    for name, component in part.components.items():
+        if isinstance(component, torch.nn.Module):
+            if name not in cached:
+                COMPONENTS.put(key(name), _place(component, placement))
+            part.identities[name] = f"{name}@{file_identity}"
+    part.config = {k: v for k, v in pipeline.config.items() if not k.startswith("_") and k not in part.components}
+    return part
+
+
+# ---- the handles ---------------------------------------------------------------------------
+
+
+class ModelHandle:
+    """A loaded diffusion model: the value of a MODEL socket.
+
+    `family` and `space` say what it is (see nodes.spaces), `identity` which weights
+    it has (a hash of its components' weight identities), `device` (str) and `dtype`
+    (torch.dtype) where and how it runs. `pipeline(task)` gives the diffusers pipeline
+    for a task (spaces.TEXT2IMG, IMG2IMG, INPAINT, LATENT_UPSCALE, UPSCALE), built once
+    per task from the shared components, with the scheduler and memory options
+    applied; call it each time before running, as options are re-applied to modules
+    that other handles may share. `vae` is the model's VaeHandle.
+
+    Kandinsky 2.2 is three diffusers folders: the prior, the decoder and the
+    inpainting decoder (`sources` names them "prior", "decoder" and "decoder-inpaint").
+    Its pipelines are diffusers' combined ones (KandinskyV22CombinedPipeline,
+    ...Img2ImgCombinedPipeline, ...InpaintCombinedPipeline): called like the SD ones
+    with `prompt`, `negative_prompt`, `image`, `mask_image`, ..., plus the prior's
+    `prior_num_inference_steps`, `prior_guidance_scale` and `prior_callback_on_step_end`;
+    they have `prior_pipe` and `decoder_pipe`. The inpainting decoder loads when
+    inpainting first runs, the other decoder when text2img or img2img first runs.
+
+    `release()` drops the weights this handle holds; it loads them again if used again.
+    Weights belong to the component cache, not to the result cache: `nbytes` is 0.
+    """
+
+    nbytes = 0
+
+    def __init__(self, family: str, sources: dict[str, str], options: LoadOptions = LoadOptions(),
+                 device: str = "auto", load_now: tuple[str, ...] = (MAIN,)):
+        self.family = family
+        self.space = FAMILIES[family].space
+        self.options = options
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(options.dtype, self.device)
+        self._sources = dict(sources)
+        self._offload = self._use_offload()
+        self._placement = f"offload:{self.device}" if self._offload else self.device
+        self.scheduler = self._usable_scheduler()
+        self.attention = self._usable_attention()
+        self._vae_role = next(role for role in load_now if role != KANDINSKY_PRIOR)
+        self._parts: dict[str, _Part] = {}
+        self._pipelines: dict[str, Any] = {}
+        for role in load_now:
+            self._part(role)
+        self.identity = _combined({role: part.identity for role, part in self._parts.items()})
+        self._note_unsupported_vae_options()
+        self.vae = VaeHandle(self)
+
+    def __repr__(self) -> str:
+        return f"<ModelHandle {self.family} {self.identity[:12]} on {self.device} as {self.dtype}>"
+
+    def pipeline(self, task: str):
+        """The diffusers pipeline for `task`, ready to call."""
+        if task not in TASK_PIPELINES[self.family]:
+            can = ", ".join(TASK_PIPELINES[self.family])
+            raise InputError("model", f"a {self.family} model cannot do {task}; it can do {can}",
+                             code="model.wrong_task", hint=f"load a model that can do {task}")
+        if task not in self._pipelines:
+            self._pipelines[task] = self._assemble(task)
+        pipeline = self._pipelines[task]
+        self._apply_runtime_options(pipeline)
+        return pipeline
+
+    def release(self) -> None:
+        """Let go of the weights; modules no other handle holds are freed."""
+        self._parts.clear()
+        self._pipelines.clear()
+
+    # ---- assembling pipelines ---------------------------------------------------------------
+
+    def _part(self, role: str) -> _Part:
+        if role not in self._parts:
+            self._parts[role] = self._load(role)
+        return self._parts[role]
+
+    def _load(self, role: str) -> _Part:
+        source = self._sources.get(role)
+        if source is None:
+            raise InputError("model", f"this {self.family} model has no {role} (it was loaded from "
+                             f"{', '.join(self._sources.values())})", code="model.missing_part",
+                             hint="load kandinsky-community/kandinsky-2-2-decoder-inpaint to inpaint"
+                             if role == KANDINSKY_INPAINT_DECODER else None)
+        with quiet_progress_bars():
+            if Path(source).is_file():
+                return _load_single_file(Path(source), self.family, self.dtype, self._placement)
+            folder = local_folder(source, self.options.allow_pickle)
+            return _load_folder(folder, self.dtype, self._placement, self.options.allow_pickle)
+
+    def _assemble(self, task: str):
+        import diffusers
+
+        pipeline_class = getattr(diffusers, TASK_PIPELINES[self.family][task])
+        if self.family == KANDINSKY:
+            available = self._kandinsky_components(task)
+        else:
+            part = self._part(MAIN)
+            available = {**part.config, **part.components}
+        available["scheduler"] = self._fresh_scheduler(available["scheduler"])
+        pipeline = _construct(pipeline_class, available)
+        pipeline.set_progress_bar_config(disable=True)  # steps reach the user as nodegraph progress events
+        return pipeline
+
+    def _kandinsky_components(self, task: str) -> dict[str, Any]:
+        decoder = self._part(KANDINSKY_INPAINT_DECODER if task == INPAINT else KANDINSKY_DECODER)
+        prior = self._part(KANDINSKY_PRIOR)
+        return {**decoder.components, **{f"prior_{name}": c for name, c in prior.components.items()}}
+
+    def _fresh_scheduler(self, base):
+        """Schedulers keep state between steps, so each pipeline gets its own."""
+        import diffusers
+
+        if self.scheduler == DEFAULT_SCHEDULER:
+            return type(base).from_config(base.config)
+        # PNDM's warm-up (PRK) steps break short schedules; every SD config skips them
+        overrides = {"skip_prk_steps": True} if self.scheduler == "PNDM" else {}
+        return getattr(diffusers, SCHEDULERS[self.scheduler]).from_config(base.config, **overrides)
+
+    # ---- options ----------------------------------------------------------------------------
+
+    def _use_offload(self) -> bool:
+        if self.options.cpu_offload and self.device != "cuda":
+            log.warning("cpu_offload ignored: it moves weights between CPU and a CUDA GPU, and this runs on %s",
+                        self.device)
+            return False
+        return self.options.cpu_offload
+
+    def _usable_scheduler(self) -> str:
+        name = self.options.scheduler
+        if name == DEFAULT_SCHEDULER:
+            return name
+        require_scheduler(name)
+        problem = _scheduler_problem(self.family, name)
+        if problem:
+            log.warning("scheduler %s ignored for this %s model (%s); using its own", name, self.family, problem)
+            return DEFAULT_SCHEDULER
+        return name
+
+    def _usable_attention(self) -> str:
+        requested = self.options.attention
+        if requested != "xformers":
+            return requested
+        if self.device != "cuda":
+            log.warning("xformers attention ignored: it needs a CUDA GPU, and this runs on %s; using sdpa", self.device)
+            return "sdpa"
+        if importlib.util.find_spec("xformers") is None:
+            log.warning("xformers attention ignored: xformers is not installed; using sdpa")
+            return "sdpa"
+        return requested
+
+    def _note_unsupported_vae_options(self) -> None:
+        vae = self.vae_module()
+        for option, attribute in (("vae_tiling", "use_tiling"), ("vae_slicing", "use_slicing")):
+            if getattr(self.options, option) and not hasattr(vae, attribute):
+                log.warning("%s ignored: %s does not support it", option, type(vae).__name__)
+
+    def _apply_runtime_options(self, pipeline) -> None:
+        try:
+            _set_attention(pipeline, self.attention)
+        except Exception as error:
+            if self.attention != "xformers":
+                raise
+            # installed, but not working with this torch or GPU (diffusers tries it out first)
+            log.warning("xformers attention does not work here (%s); using sdpa", error)
+            self.attention = "sdpa"
+            _set_attention(pipeline, self.attention)
+        set_vae_memory_options(pipeline.movq if self.family == KANDINSKY else pipeline.vae, self.options)
+        if self._offload:
+            # Re-armed at every use: another pipeline sharing these modules may have hooked them since.
+            pipeline.enable_model_cpu_offload(device=self.device)
+
+    # ---- what the VaeHandle reads -----------------------------------------------------------
+
+    def vae_module(self):
+        """The model's VAE (Kandinsky: its MoVQ) module, loaded if it was released."""
+        return self._part(self._vae_role).components[self._vae_name]
+
+    def vae_identity(self) -> str:
+        return self._part(self._vae_role).identities[self._vae_name]
+
+    @property
+    def _vae_name(self) -> str:
+        return "movq" if self.family == KANDINSKY else "vae"
+
+    @property
+    def offloaded(self) -> bool:
+        return self._offload
+
+
+def _construct(pipeline_class, available: dict[str, Any]):
+    """`pipeline_class(**components)`: what it takes of `available`, None for components the model lacks."""
+    parameters = inspect.signature(pipeline_class.__init__).parameters
+    arguments = {}
+    for name, parameter in parameters.items():
+        if name == "self" or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if name in available:
+            arguments[name] = available[name]
+        elif parameter.default is parameter.empty:
+            arguments[name] = None  # e.g. the refiner's missing first text encoder, the skipped safety checker
+    if "requires_safety_checker" in parameters:
+        arguments["requires_safety_checker"] = False  # not loaded on purpose (see the module docstring)
+    return pipeline_class(**arguments)
+
+
+def require_scheduler(name: str) -> None:
+    """Refuse a scheduler choice whose dependencies are missing."""
+    if name == "LMS" and importlib.util.find_spec("scipy") is None:
+        raise InputError("scheduler", "the LMS scheduler needs scipy, which is not installed",
+                         code="scheduler.unavailable", hint="pip install scipy, or choose another scheduler")
+
+
+def _scheduler_problem(family: str, name: str) -> str | None:
+    """Why scheduler `name` cannot drive this family's pipelines, or None if it can."""
+    import diffusers
+
+    if family == "latent-upscaler" and name != "Euler":
+        return "the latent upscaler's pipeline is written for Euler sigmas and sample prediction"
+    step = getattr(diffusers, SCHEDULERS[name]).step
+    if family == KANDINSKY and "generator" not in inspect.signature(step).parameters:
+        return "Kandinsky's decoder passes a generator to the scheduler's step"
+    return None
+
+
+_LOADED_PROCESSORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> processors as loaded
+_ATTENTION_MODE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # module -> mode set; absent: sdpa
+
+
+def _set_attention(pipeline, mode: str) -> None:
+    """Put every attention layer of the pipeline on `mode`; shared modules may have been set otherwise."""
+    modules = [m for m in pipeline.components.values() if hasattr(m, "set_attn_processor")]
+    if all(_ATTENTION_MODE.get(m, "sdpa") == mode for m in modules):
+        return
+    for module in modules:
+        if module not in _LOADED_PROCESSORS:
+            _LOADED_PROCESSORS[module] = dict(module.attn_processors)
+    if mode == "sliced":
+        pipeline.enable_attention_slicing()
+    elif mode == "xformers":
+        pipeline.enable_xformers_memory_efficient_attention()
+    else:
+        # diffusers' "disable" would give Kandinsky's added-KV layers the wrong processor; restore instead
+        for module in modules:
+            module.set_attn_processor(dict(_LOADED_PROCESSORS[module]))  # it empties the dict it is given
+    for module in modules:
+        _ATTENTION_MODE[module] = mode
+
+
+def set_vae_memory_options(vae, options: LoadOptions) -> None:
+    """VAE tiling and slicing, where the VAE has them (Kandinsky's MoVQ has neither)."""
+    if hasattr(vae, "use_tiling"):
+        vae.enable_tiling() if options.vae_tiling else vae.disable_tiling()
+    if hasattr(vae, "use_slicing"):
+        vae.enable_slicing() if options.vae_slicing else vae.disable_slicing()
+
+
+class VaeHandle:
+    """A model's VAE: the value of a VAE socket. It turns IMAGEs into LATENTs of its `space` and back.
+
+    IMAGE: float32 [B,3,H,W] in [0,1] on the CPU. LATENT: float32 [B,C,h,w] on the CPU,
+    as the model's pipelines make and take them: SD, SDXL and the x4 upscaler's latents
+    are scaled by the VAE's scaling factor; Kandinsky's MoVQ latents are the encoder's
+    output before quantisation, unscaled, and decode with quantisation skipped, as
+    diffusers' Kandinsky pipelines do.
+    """
+
+    nbytes = 0
+
+    def __init__(self, model: ModelHandle):
+        self._model = model
+        self.space = model.space
+        self.identity = model.vae_identity()
+
+    def __repr__(self) -> str:
+        return f"<VaeHandle {self.space} {self.identity[-12:]}>"
+
+    def encode(self, image, seed: int | None = None):
+        """Latents of `image`; SD-like VAEs give their distribution's mean, or a sample drawn with `seed`."""
+        import torch
+
+        vae = self._model.vae_module()
+        _check_image(image, self.scale_factor(vae))
+        with torch.no_grad(), _vae_ready(vae, self._model) as dtype:
+            pixels = (image * 2 - 1).to(self._model.device, dtype)
+            if self._is_movq():
+                return vae.encode(pixels).latents.to("cpu", torch.float32)
+            distribution = vae.encode(pixels).latent_dist
+            if seed is None:
+                latents = distribution.mode()
+            else:
+                latents = distribution.sample(torch.Generator("cpu").manual_seed(seed))
+            return (latents * vae.config.scaling_factor).to("cpu", torch.float32)
+
+    def decode(self, latent):
+        """The images `latent` decodes to."""
+        import torch
+
+        vae = self._model.vae_module()
+        if latent.ndim != 4 or latent.shape[1] != self.space.channels:
+            raise InputError("latent", f"expected a latent of shape [batch, {self.space.channels}, height, width], "
+                             f"got {list(latent.shape)}", code="latent.wrong_shape")
+        with torch.no_grad(), _vae_ready(vae, self._model) as dtype:
+            latents = latent.to(self._model.device, dtype)
+            if self._is_movq():
+                pixels = vae.decode(latents, force_not_quantize=True).sample
+            else:
+                pixels = vae.decode(latents / vae.config.scaling_factor).sample
+        return (pixels / 2 + 0.5).clamp(0, 1).to("cpu", torch.float32)
+
+    @staticmethod
+    def scale_factor(vae) -> int:
+        """Pixels per latent cell: each encoder block but the last halves the image."""
+        return 2 ** (len(vae.config.block_out_channels) - 1)
+
+    def _is_movq(self) -> bool:
+        return self._model.family == KANDINSKY
+
+
+@contextlib.contextmanager
+def _vae_ready(vae, model: ModelHandle):
+    """Ready a VAE for one call: memory options, device (if offloaded), float32 where float16 overflows.
+
+    Yields the dtype to feed it.
+    """
+    import torch
+
+    set_vae_memory_options(vae, model.options)
+    # SDXL's VAE overflows in float16; its pipelines decode in float32, and so does this.
+    upcast = model.space == SDXL and vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+    if upcast:
+        vae.to(dtype=torch.float32)
+    if model.offloaded:
+        vae.to(model.device)
+    try:
+        yield vae.dtype
+    finally:
+        if upcast:
+            vae.to(dtype=torch.float16)
+        if model.offloaded:
+            vae.to("cpu")
+
+
+def _check_image(image, multiple: int) -> None:
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise InputError("image", f"expected an RGB image batch [batch, 3, height, width], got {list(image.shape)}",
+                         code="image.wrong_shape")
+    height, width = image.shape[-2:]
+    if height % multiple or width % multiple:
+        raise InputError("image", f"this VAE needs sides that are multiples of {multiple} pixels, got {width}x{height}",
+                         code="value.not_multiple", hint=f"Resize the image to multiples of {multiple} first")

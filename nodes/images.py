@@ -1,0 +1,361 @@
+"""Image nodes: load images and masks from files and folders, resize, and lay out grids.
+
+Values follow the pack's conventions: an IMAGE is a float32 tensor [B,3,H,W] in [0,1],
+a MASK a float32 tensor [B,1,H,W] in [0,1] where 1 means "repaint". Pillow, numpy and
+torch are imported inside the functions, so importing this module stays instant.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import secrets
+from pathlib import Path
+
+from nodegraph import types as T
+from nodegraph.errors import InputError
+from nodegraph.node import Input, Output, StreamItem
+from nodegraph.registry import node
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+MASK_CHANNELS = ("luminance", "alpha", "red", "green", "blue")
+RESIZE_MODES = ("stretch", "fit", "fill")
+RESAMPLE_METHODS = ("bicubic", "bilinear", "area", "nearest")
+MAX_SIDE = 16384
+
+
+# ---- files ---------------------------------------------------------------------------
+
+
+def file_hash(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes: the content identity the cache keys on."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_file(input_name: str, path: str) -> Path:
+    """The path as a file that exists, or an InputError saying what is there instead."""
+    file = Path(path)
+    if not file.exists():
+        raise InputError(input_name, f"{path} does not exist", code="file.not_found",
+                         hint=f"relative paths are read from the current directory ({os.getcwd()})")
+    if not file.is_file():
+        raise InputError(input_name, f"{path} is a folder, not an image file", code="file.not_a_file",
+                         hint="use LoadImages to read every image in a folder")
+    return file
+
+
+def check_folder(input_name: str, path: str) -> Path:
+    folder = Path(path)
+    if not folder.is_dir():
+        problem = "is a file, not a folder" if folder.exists() else "does not exist"
+        raise InputError(input_name, f"{path} {problem}", code="folder.not_found",
+                         hint=f"relative paths are read from the current directory ({os.getcwd()})")
+    return folder
+
+
+def read_image(input_name: str, path: str | os.PathLike):
+    """Decode an image file into a loaded PIL image, EXIF orientation applied."""
+    from PIL import Image, ImageOps
+
+    file = check_file(input_name, str(path))
+    try:
+        with Image.open(file) as opened:
+            opened.load()
+            return ImageOps.exif_transpose(opened)
+    except PermissionError:
+        raise InputError(input_name, f"cannot read {path}: permission denied", code="file.unreadable") from None
+    except Exception as error:  # pillow's decoders raise many types (SyntaxError, ValueError, ...)
+        raise _unreadable(input_name, path, error) from None
+
+
+def _unreadable(input_name: str, path, error: Exception) -> InputError:
+    return InputError(input_name, f"{path} is not a readable image: {error}", code="image.unreadable",
+                      hint="re-export the file as PNG or JPEG, or remove it")
+
+
+def _path_exists(view, input_name: str) -> dict:
+    """infer hook: report a missing file at validation time, before anything runs."""
+    path = view.value(input_name)
+    if path is not None:
+        check_file(input_name, path)
+    return {}
+
+
+def _literal_file_hash(literals: dict, input_name: str) -> str:
+    """fingerprint: the file's content hash; a path that comes from a link cannot be known
+    when planning, so it gets a fresh token and the node always re-runs."""
+    path = literals.get(input_name)
+    if path is None:
+        return secrets.token_hex(16)
+    return file_hash(check_file(input_name, path))
+
+
+# ---- PIL <-> tensor --------------------------------------------------------------------
+
+
+def pil_to_image(picture):
+    """A PIL image as an IMAGE tensor [1,3,H,W]; 16-bit grayscale keeps its full range."""
+    import numpy as np
+    import torch
+
+    if picture.mode.startswith("I"):
+        gray = np.asarray(picture, dtype=np.float32) / 65535.0
+        pixels = np.repeat(gray[:, :, None], 3, axis=2)
+    else:
+        pixels = np.asarray(picture.convert("RGB"), dtype=np.float32) / 255.0
+    return torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).clamp(0, 1).contiguous()
+
+
+def pil_to_mask(picture, channel: str):
+    """One channel of a PIL image as a MASK [1,1,H,W]. For "alpha", transparent means repaint
+    (as in ComfyUI); for the others, white means repaint (as in diffusers' mask_image)."""
+    import numpy as np
+    import torch
+
+    if channel == "alpha":
+        alpha = _alpha(picture)
+        values = np.zeros(picture.size[::-1], np.float32) if alpha is None else 1.0 - alpha
+    elif channel == "luminance":
+        values = np.asarray(picture.convert("L"), dtype=np.float32) / 255.0
+    else:
+        values = np.asarray(picture.convert("RGB").getchannel(channel[0].upper()), dtype=np.float32) / 255.0
+    return torch.from_numpy(values)[None, None]
+
+
+def _alpha(picture):
+    """The alpha channel in [0,1] as a numpy array, or None if the image has no transparency."""
+    import numpy as np
+
+    if "A" not in picture.getbands() and "transparency" not in picture.info:  # palette images keep it in info
+        return None
+    return np.asarray(picture.convert("RGBA").getchannel("A"), dtype=np.float32) / 255.0
+
+
+def image_to_pils(image) -> list:
+    """An IMAGE tensor as a list of 8-bit RGB PIL images, rounded as diffusers rounds."""
+    from PIL import Image
+
+    import torch
+
+    pixels = (image.detach().cpu().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return [Image.fromarray(one.numpy(), "RGB") for one in pixels]
+
+
+# ---- loading -----------------------------------------------------------------------------
+
+
+@node(
+    "LoadImage",
+    category="image",
+    inputs={"path": Input(T.STRING, "Image file to load (PNG, JPEG, WebP, ...)")},
+    outputs={
+        "image": Output(T.IMAGE, "The image, EXIF orientation applied"),
+        "mask": Output(T.MASK, "From the alpha channel: transparent = 1 = repaint; all zeros without alpha"),
+    },
+    infer=lambda view: _path_exists(view, "path"),
+    fingerprint=lambda literals: _literal_file_hash(literals, "path"),
+)
+def load_image(path):
+    """Load an image file; its alpha channel, if any, becomes the mask."""
+    picture = read_image("path", path)
+    return pil_to_image(picture), pil_to_mask(picture, "alpha")
+
+
+@node(
+    "LoadMask",
+    category="image",
+    inputs={
+        "path": Input(T.STRING, "Image file holding the mask"),
+        "channel": Input(T.Choice(*MASK_CHANNELS), "Which channel is the mask: white (or transparent, "
+                         "for alpha) = repaint", default="luminance"),
+        "invert": Input(T.BOOL, "Swap what is repainted and what is kept", default=False),
+    },
+    outputs={"mask": Output(T.MASK, "1 = repaint, 0 = keep")},
+    infer=lambda view: _path_exists(view, "path"),
+    fingerprint=lambda literals: _literal_file_hash(literals, "path"),
+)
+def load_mask(path, channel, invert):
+    """Load a mask from one channel of an image file."""
+    mask = pil_to_mask(read_image("path", path), channel)
+    return 1.0 - mask if invert else mask
+
+
+def _folder_exists(view) -> dict:
+    folder = view.value("folder")
+    if folder is not None:
+        check_folder("folder", folder)
+    return {}
+
+
+def _folder_listing(literals: dict) -> str:
+    """fingerprint: names, sizes and modification times, so added or changed files re-run."""
+    folder = literals.get("folder")
+    if folder is None:
+        return secrets.token_hex(16)
+    root = check_folder("folder", folder)
+    digest = hashlib.sha256()
+    for file in image_files(root, literals.get("pattern", "*"), literals.get("recursive", False)):
+        stat = file.stat()
+        digest.update(f"{file.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+@node(
+    "LoadImages",
+    category="image",
+    inputs={
+        "folder": Input(T.STRING, "Folder of images"),
+        "pattern": Input(T.STRING, "Glob pattern of the file names to read, e.g. *.png", default="*"),
+        "recursive": Input(T.BOOL, "Also read the folder's subfolders", default=False),
+    },
+    outputs={"image": Output(T.IMAGE, "One image at a time, in sorted file-name order", stream=True)},
+    infer=_folder_exists,
+    fingerprint=_folder_listing,
+)
+def load_images(folder, pattern, recursive):
+    """Stream every image of a folder: what follows runs once per image, and an
+    unreadable file fails only its own item."""
+    files = image_files(check_folder("folder", folder), pattern, recursive)
+    if not files:
+        raise InputError("folder", f"no image files match {pattern!r} in {folder}", code="folder.empty",
+                         hint="image files end in " + ", ".join(sorted(IMAGE_SUFFIXES)))
+    return (_stream_item(Path(folder), file) for file in files)
+
+
+def image_files(folder: Path, pattern: str, recursive: bool) -> list[Path]:
+    """Image files (by suffix) matching the pattern, sorted by their path within the folder."""
+    matches = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    files = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
+
+
+def _stream_item(folder: Path, file: Path) -> StreamItem:
+    relative = file.relative_to(folder)
+    # Files in subfolders are labelled with their relative path, so labels stay unique.
+    label = "-".join(relative.with_suffix("").parts)
+    try:
+        content = file_hash(file)
+    except OSError as error:  # the item fails when loaded; the listing goes on
+        content = f"unreadable:{error.strerror}"
+    # The name is part of the key so that two files with the same contents are still two
+    # items, each with its own outputs (a cache hit would skip the second one's Save).
+    return StreamItem(key=f"{content}:{relative.as_posix()}", label=label,
+                      load=lambda: pil_to_image(read_image("folder", file)))
+
+
+# ---- resizing ----------------------------------------------------------------------------
+
+
+def _resize_inputs(value_type: T.Type, what: str, resample_default: str) -> dict[str, Input]:
+    return {
+        what: Input(value_type, f"The {what} batch to resize"),
+        "width": Input(T.INT, "Target width in pixels; 0 keeps the aspect ratio", default=0, min=0, max=MAX_SIDE),
+        "height": Input(T.INT, "Target height in pixels; 0 keeps the aspect ratio", default=0, min=0, max=MAX_SIDE),
+        "mode": Input(T.Choice(*RESIZE_MODES), "stretch to the size, fit inside it keeping the aspect ratio, "
+                      "or fill it keeping the aspect ratio and crop the overflow (centred)", default="stretch"),
+        "resample": Input(T.Choice(*RESAMPLE_METHODS), "Interpolation method", default=resample_default),
+        "size_of": Input(T.IMAGE, "Take width and height from this image instead", optional=True),
+    }
+
+
+@node("Resize", category="image", inputs=_resize_inputs(T.IMAGE, "image", "bicubic"),
+      outputs={"image": Output(T.IMAGE, "The resized images")})
+def resize(image, width, height, mode, resample, size_of):
+    """Resize images to a width and height (or to another image's size)."""
+    return resize_tensor(image, *_target(width, height, size_of), mode, resample)
+
+
+@node("ResizeMask", category="image", inputs=_resize_inputs(T.MASK, "mask", "nearest"),
+      outputs={"mask": Output(T.MASK, "The resized masks")})
+def resize_mask(mask, width, height, mode, resample, size_of):
+    """Resize masks to a width and height, e.g. to the size of the image they paint over."""
+    return resize_tensor(mask, *_target(width, height, size_of), mode, resample)
+
+
+def _target(width: int, height: int, size_of) -> tuple[int, int]:
+    if size_of is None:
+        return width, height
+    return size_of.shape[-1], size_of.shape[-2]
+
+
+def resize_tensor(pixels, width: int, height: int, mode: str, resample: str):
+    """Resize a [B,C,H,W] tensor: see the Resize node for what the modes do."""
+    import torch.nn.functional as F
+
+    old_height, old_width = pixels.shape[-2:]
+    scaled_height, scaled_width = scaled_size(old_width, old_height, width, height, mode)
+    if (scaled_height, scaled_width) != (old_height, old_width):
+        antialias = resample in ("bilinear", "bicubic")
+        method = "nearest-exact" if resample == "nearest" else resample
+        pixels = F.interpolate(pixels, size=(scaled_height, scaled_width), mode=method,
+                               antialias=antialias).clamp(0, 1)  # bicubic overshoots
+    if mode == "fill" and width and height:
+        top, left = (scaled_height - height) // 2, (scaled_width - width) // 2
+        pixels = pixels[..., top: top + height, left: left + width]
+    return pixels.contiguous()
+
+
+def scaled_size(old_width: int, old_height: int, width: int, height: int, mode: str) -> tuple[int, int]:
+    """(height, width) to scale to, before a "fill" crop."""
+    if not width and not height:
+        return old_height, old_width
+    if not width or not height:  # one side given: keep the aspect ratio
+        scale = width / old_width if width else height / old_height
+    elif mode == "stretch":
+        return height, width
+    elif mode == "fit":
+        scale = min(width / old_width, height / old_height)
+    else:  # fill
+        scale = max(width / old_width, height / old_height)
+    return max(1, round(old_height * scale)), max(1, round(old_width * scale))
+
+
+# ---- grids -----------------------------------------------------------------------------------
+
+
+@node(
+    "ImageGrid",
+    category="image",
+    inputs={
+        "image1": Input(T.IMAGE, "First image (batch); every image is resized to its size"),
+        "image2": Input(T.IMAGE, "More images", optional=True),
+        "image3": Input(T.IMAGE, "More images", optional=True),
+        "image4": Input(T.IMAGE, "More images", optional=True),
+        "rows": Input(T.INT, "Rows; 0 = as many as needed", default=0, min=0, max=64),
+        "cols": Input(T.INT, "Columns; 0 = as many as needed (one row if rows is 0 too)", default=0, min=0, max=64),
+    },
+    outputs={"image": Output(T.IMAGE, "One image: the inputs side by side, row by row")},
+)
+def image_grid(image1, image2, image3, image4, rows, cols):
+    """Lay images out in a grid, like diffusers.utils.make_image_grid."""
+    import torch
+
+    images = [one for batch in (image1, image2, image3, image4) if batch is not None for one in batch]
+    rows, cols = grid_shape(len(images), rows, cols)
+    channels, height, width = images[0].shape
+    grid = torch.zeros(channels, rows * height, cols * width, dtype=images[0].dtype)
+    for index, picture in enumerate(images):
+        if picture.shape[-2:] != (height, width):
+            picture = resize_tensor(picture[None], width, height, "stretch", "bicubic")[0]
+        row, col = divmod(index, cols)
+        grid[:, row * height: (row + 1) * height, col * width: (col + 1) * width] = picture
+    return grid[None]
+
+
+def grid_shape(count: int, rows: int, cols: int) -> tuple[int, int]:
+    """(rows, cols) of a grid of `count` images, filling in the sides given as 0."""
+    if not rows and not cols:
+        rows, cols = 1, count
+    elif not cols:
+        cols = math.ceil(count / rows)
+    elif not rows:
+        rows = math.ceil(count / cols)
+    if rows * cols < count:
+        raise InputError("rows", f"a {rows}x{cols} grid holds {rows * cols} images, got {count}",
+                         code="grid.too_small", hint="raise rows or cols, or set one of them to 0")
+    return rows, cols

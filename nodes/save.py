@@ -1,0 +1,277 @@
+"""Save: write images as PNG files that carry the graph which made them.
+
+File names describe the image, e.g.
+`batch_cat_stable_diffusion_v1_5_van_gogh_style_str0.7_guide18.0_steps40_seed7.png`:
+the prefix, the stream item's label, then the model, prompt and settings of the
+sampler that made the image, read from the graph as it ran. An existing file is
+never replaced: a counter is added instead (`-1`, `-2`, ...).
+
+Each PNG embeds, as text chunks:
+- `nodegraph`: the graph file as it ran (random seeds resolved), so that
+  `nodegraph run image.png` makes the image again;
+- `prompt`: the same graph as a ComfyUI API prompt (ComfyUI's convention);
+- `nodegraph-identities`: per node that reads from outside the graph, the identity of
+  what it read (model weights, input file contents), as its fingerprint computes it;
+- `nodegraph-versions`: the versions of nodegraph, torch, diffusers and transformers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import os
+import platform
+import re
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from nodegraph import fileformat
+from nodegraph import types as T
+from nodegraph.errors import InputError
+from nodegraph.graph import Graph, Link
+from nodegraph.node import REQUIRED, Input
+from nodegraph.registry import node, registry
+
+from .lists import pick
+
+VERSIONED_PACKAGES = ("nodegraph", "torch", "diffusers", "transformers")
+# sampler input -> how the file name shows it, in file-name order
+NAMED_SETTINGS = {"strength": "str", "guidance_scale": "guide", "num_inference_steps": "steps",
+                  "noise_level": "noise", "seed": "seed"}
+PROMPT_SLUG_LENGTH = 40
+LABEL_LENGTH = 60
+MODEL_SLUG_LENGTH = 40
+STEM_LENGTH = 180  # file names stay well under the usual 255-byte limit, counter and suffix included
+
+
+@node(
+    "Save",
+    category="image",
+    output_node=True,
+    inputs={
+        "image": Input(T.IMAGE, "The images to save, one PNG each"),
+        "prefix": Input(T.STRING, "Start of the file names", default="nodegraph"),
+    },
+)
+def save(image, prefix, ctx):
+    """Save images as PNGs in the output folder, named after their settings and
+    carrying the graph that made them; never overwrites a file."""
+    from .images import image_to_pils
+
+    graph = fileformat.loads(ctx.workflow)
+    label = ctx.item.label if ctx.item is not None else None
+    stem = file_stem(prefix, label, describe_source(graph, ctx.node_id))
+    metadata_chunks = png_text(ctx.workflow, graph)
+    folder = Path(ctx.options.output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    pictures = image_to_pils(image)
+    files = []
+    for index, picture in enumerate(pictures):
+        name = stem if len(pictures) == 1 else f"{stem}_{index}"
+        files.append(write_new_file(folder, name, ".png", png_bytes(picture, metadata_chunks)))
+    return {"files": [str(path) for path in files]}
+
+
+# ---- what made the image ---------------------------------------------------------------------
+
+
+def describe_source(graph: Graph, node_id: str) -> list[str]:
+    """File-name parts for the sampler(s) nearest upstream of `node_id`: the model, the
+    prompt, then the settings. Where several samplers are equally near (a grid), only
+    the parts they agree on are kept."""
+    samplers = nearest_samplers(graph, node_id)
+    if not samplers:
+        return []
+    descriptions = [_sampler_parts(graph, sampler) for sampler in samplers]
+    return [part for part in descriptions[0] if all(part in other for other in descriptions[1:])]
+
+
+def nearest_samplers(graph: Graph, node_id: str) -> list[str]:
+    """Samplers (nodes with `model` and `prompt` inputs) at the smallest distance upstream."""
+    level, seen = [node_id], {node_id}
+    while level:
+        level = sorted({p for n in level for p in graph.nx.predecessors(n)} - seen)
+        seen.update(level)
+        found = [n for n in level if _is_sampler(graph.type_of(n))]
+        if found:
+            return found
+    return []
+
+
+def _is_sampler(node_type: str) -> bool:
+    definition = registry.get(node_type)
+    return definition is not None and {"model", "prompt"} <= set(definition.inputs)
+
+
+def _sampler_parts(graph: Graph, sampler: str) -> list[str]:
+    parts = []
+    model_link = graph.inputs_of(sampler).get("model")
+    if type(model_link) is Link and model_link.node in graph:
+        model = input_value(graph, model_link.node, "model")
+        if isinstance(model, str):
+            parts.append(model_slug(model))
+    prompt = input_value(graph, sampler, "prompt")
+    if isinstance(prompt, str) and prompt:
+        parts.append(slug(prompt, PROMPT_SLUG_LENGTH))
+    for name, short in NAMED_SETTINGS.items():
+        value = input_value(graph, sampler, name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            parts.append(f"{short}{value}")
+    return parts
+
+
+def input_value(graph: Graph, node_id: str, name: str) -> Any:
+    """An input's value as the node saw it: its literal, its default, or the string a
+    PickString linked to it picked; None if it cannot be known without running."""
+    value = graph.inputs_of(node_id).get(name, REQUIRED)
+    if type(value) is Link:
+        return _picked(graph, value.node) if value.node in graph else None
+    if value is REQUIRED:
+        definition = registry.get(graph.type_of(node_id))
+        spec = definition.inputs.get(name) if definition else None
+        value = spec.default if spec is not None else None
+    return None if value is REQUIRED else value
+
+
+def _picked(graph: Graph, node_id: str) -> str | None:
+    if graph.type_of(node_id) != "PickString":
+        return None
+    values = [input_value(graph, node_id, name) for name in ("options", "mode", "index", "seed")]
+    if None in values:
+        return None
+    try:
+        return pick(*values)
+    except InputError:  # the PickString itself reports this when it runs
+        return None
+
+
+# ---- file names ----------------------------------------------------------------------------
+
+
+def file_stem(prefix: str, label: str | None, source: list[str]) -> str:
+    parts = [safe_name(prefix), slug(label or "", LABEL_LENGTH), *source]
+    return "_".join(part for part in parts if part)[:STEM_LENGTH] or "image"
+
+
+def slug(text: str, limit: int) -> str:
+    """Lower-case words joined by underscores, cut at a word boundary within `limit`."""
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    out = ""
+    for word in words:
+        candidate = f"{out}_{word}" if out else word
+        if len(candidate) > limit:
+            break
+        out = candidate
+    return out or "_".join(words)[:limit]
+
+
+def model_slug(model: str) -> str:
+    """"runwayml/stable-diffusion-v1-5" -> "stable_diffusion_v1_5"; "builtin:tiny-sd" -> "tiny_sd"."""
+    name = re.split(r"[/\\:]", model.rstrip("/\\"))[-1]
+    name = re.sub(r"\.(safetensors|ckpt|pt|bin)$", "", name, flags=re.IGNORECASE)
+    return slug(name, MODEL_SLUG_LENGTH)
+
+
+def safe_name(prefix: str) -> str:
+    """The prefix's words: nothing that could leave the output folder or hide the file."""
+    return "_".join(re.findall(r"[A-Za-z0-9][A-Za-z0-9.-]*", prefix))[:LABEL_LENGTH]
+
+
+# ---- PNG contents --------------------------------------------------------------------------------
+
+
+def png_text(workflow: str, graph: Graph) -> dict[str, str]:
+    """The text chunks every saved PNG carries (see the module docstring)."""
+    return {
+        fileformat.PNG_GRAPH_KEY: workflow,
+        fileformat.PNG_COMFY_KEY: json.dumps(fileformat.to_comfy(graph), sort_keys=True),
+        "nodegraph-identities": json.dumps(identities(graph), sort_keys=True),
+        "nodegraph-versions": json.dumps(library_versions(), sort_keys=True),
+    }
+
+
+def identities(graph: Graph) -> dict[str, str]:
+    """node id -> fingerprint, for the nodes that read from outside the graph (model
+    weights, image files), computed from their inputs as they ran."""
+    found = {}
+    for node_id in sorted(graph):
+        definition = registry.get(graph.type_of(node_id))
+        if definition is None or definition.fingerprint is None:
+            continue
+        literals = {name: input_value(graph, node_id, name) for name in definition.inputs}
+        if any(type(graph.inputs_of(node_id).get(n)) is Link and v is None for n, v in literals.items()):
+            continue  # made from a value only known while running: no stable identity
+        try:
+            found[node_id] = definition.fingerprint({n: v for n, v in literals.items() if v is not None})
+        except InputError as error:  # e.g. the input file went away after it was read
+            found[node_id] = f"unknown: {error}"
+    return found
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def png_bytes(picture, text: dict[str, str]) -> bytes:
+    """The PNG file's bytes; the same picture and text always give the same bytes."""
+    import io
+
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG", pnginfo=info, compress_level=6)
+    return buffer.getvalue()
+
+
+# ---- writing without overwriting -----------------------------------------------------------------
+
+
+def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """Write `data` to `folder/stem.suffix`, or `stem-1.suffix`, `stem-2.suffix`, ... if taken.
+
+    The bytes go to a temporary file first, which then gets its final name in one step
+    that fails if the name exists, so a reader never sees half a file, and two writers
+    racing for one name never overwrite each other.
+    """
+    fd, temporary = tempfile.mkstemp(prefix=f".{stem[:40]}.", suffix=".tmp", dir=folder)
+    try:
+        os.chmod(temporary, 0o644)  # mkstemp makes it private; an image is for sharing
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        for counter in itertools.count():
+            path = folder / (f"{stem}{suffix}" if counter == 0 else f"{stem}-{counter}{suffix}")
+            if publish(temporary, path):
+                return path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+
+
+def publish(temporary: str, path: Path) -> bool:
+    """Give the finished temporary file the name `path` unless that name is taken."""
+    try:
+        os.link(temporary, path)  # atomic, and fails if `path` exists
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # no hard links on this file system (FAT, some shares): claim the name, then fill it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            return False
+        os.replace(temporary, path)
+        return True

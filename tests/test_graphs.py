@@ -1,0 +1,234 @@
+"""The graphs in graphs/: each validates, and runs end to end on the tiny builtins (`--tiny`).
+Also: the tutorial's latent-into-x4 wiring and cross-family latents are rejected by
+validation, and PickString, which the batch graph picks its model and prompt with."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import nodes  # noqa: F401  (registers the built-in nodes)
+from nodegraph import fileformat
+from nodegraph.context import RunOptions
+from nodegraph.errors import InputError
+from nodegraph.executor import Executor
+from nodegraph.graph import Graph
+from nodegraph.registry import registry
+from nodegraph.validate import validate
+from nodes.lists import pick
+from nodes.save import PROMPT_SLUG_LENGTH, input_value, slug
+
+REPO = Path(__file__).resolve().parent.parent
+GRAPHS = sorted((REPO / "graphs").glob("*.json"))
+TUTORIAL_WIRING = REPO / "tests" / "data" / "tutorial_latent_to_x4.json"
+TEST_SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def from_the_repository_root(monkeypatch):
+    # Paths in graph files are relative to the current directory, which is the repository root.
+    monkeypatch.chdir(REPO)
+
+
+def tiny(graph: Graph) -> Graph:
+    """What `nodegraph run FILE --tiny` runs, made as small as the tests need: 64x64, 2 steps."""
+    registry.rewrites["tiny"].function(graph)
+    for node_id in list(graph):
+        inputs, declared = graph.inputs_of(node_id), registry[graph.type_of(node_id)].inputs
+        for side in ("width", "height"):
+            if inputs.get(side):
+                graph.set_input(node_id, side, TEST_SIZE)
+        if "num_inference_steps" in declared:
+            graph.set_input(node_id, "num_inference_steps", steps_for(inputs.get("strength", 1.0)))
+    return graph
+
+
+def steps_for(strength) -> int:
+    """2 steps, or as few as leave one denoising step at this strength."""
+    return max(2, math.ceil(1 / strength)) if isinstance(strength, (int, float)) and strength > 0 else 2
+
+
+def save_nodes(graph: Graph) -> list[str]:
+    return [n for n in graph if graph.type_of(n) == "Save"]
+
+
+def files_of(result, node_id) -> list[str]:
+    output = result.outputs[node_id]
+    outputs = output if isinstance(output, list) else [output]  # one per stream item
+    return [path for one in outputs if one for path in one["files"]]
+
+
+# ---- every graph ------------------------------------------------------------------------------------
+
+
+def test_there_is_a_graph_for_every_seed_use_case():
+    assert {path.stem for path in GRAPHS} >= {
+        "text2img2img", "img2img2img", "img2upscale", "text2img2inpaint", "inpaint2img2img",
+        "img2img_sweep", "batch_img2img"}
+
+
+@pytest.mark.parametrize("path", GRAPHS, ids=lambda p: p.stem)
+def test_graph_files_are_in_the_format_and_name_real_checkpoints(path):
+    document = json.loads(path.read_text())
+    assert set(document) <= {"nodegraph", "nodes", "ui"} and document["nodegraph"] == 1
+    models = [spec["inputs"]["model"] for spec in document["nodes"].values() if spec["type"] == "LoadModel"]
+    assert models and not any(isinstance(m, str) and m.startswith("builtin:") for m in models)
+    assert fileformat.loads(fileformat.dumps(fileformat.load(path))) == fileformat.load(path)
+
+
+@pytest.mark.parametrize("path", GRAPHS, ids=lambda p: p.stem)
+def test_graph_validates_as_written_and_with_the_tiny_builtins(path):
+    graph = fileformat.load(path)
+    assert validate(graph).problems == []  # offline: LoadModel knows the seeds' checkpoints by name
+    notes = registry.rewrites["tiny"].function(graph)
+    assert any("builtin:tiny-" in note for note in notes)
+    assert all("builtin:tiny-" in note or note.split(": ")[0].endswith((".width", ".height")) for note in notes)
+    assert validate(graph).problems == []
+
+
+@pytest.mark.parametrize("path", GRAPHS, ids=lambda p: p.stem)
+def test_graph_runs_end_to_end_on_the_tiny_builtins(path, tmp_path):
+    graph = tiny(fileformat.load(path))
+    result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path))
+    assert result.failures == []
+    for node_id in save_nodes(graph):
+        files = files_of(result, node_id)
+        assert files, f"{node_id} wrote nothing"
+        for file in files:
+            assert Path(file).parent == tmp_path and fileformat.load(file) is not None
+
+
+# ---- the batch graph ---------------------------------------------------------------------------------
+
+
+def test_the_batch_loads_its_model_once_and_one_bad_image_does_not_stop_it(tmp_path):
+    folder = tmp_path / "in"
+    shutil.copytree(REPO / "graphs" / "inputs" / "batch", folder)
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
+    graph = tiny(fileformat.load(REPO / "graphs" / "batch_img2img.json"))
+    graph.set_input("images", "folder", str(folder))
+    result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path / "out"))
+    assert [failure.label for failure in result.failures] == ["broken"]
+    assert "broken.png is not a readable image" in str(result.failures[0].error)
+    assert result.executed.count("load") == 1
+    names = sorted(Path(f).name for f in files_of(result, "save"))
+    assert [name.split("_")[0] for name in names] == ["cat", "house", "tree"]
+    assert all("_str0.7_guide18.0_" in name for name in names)
+
+
+def test_the_batch_records_its_random_picks(tmp_path):
+    graph = tiny(fileformat.load(REPO / "graphs" / "batch_img2img.json"))
+    graph.set_input("images", "pattern", "cat.png")
+    result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path))
+    [path] = files_of(result, "save")
+    saved = fileformat.load(path)
+    for picker in ("pick_model", "pick_prompt"):
+        assert saved.inputs_of(picker)["seed"] == result.seeds[picker]["seed"]
+    prompt = pick(*(input_value(saved, "pick_prompt", name) for name in ("options", "mode", "index", "seed")))
+    assert f"_{slug(prompt, PROMPT_SLUG_LENGTH)}_str0.7_" in Path(path).name
+
+
+# ---- validation catches wrong wiring before anything loads ---------------------------------------------
+
+
+def test_the_tutorials_latent_into_x4_wiring_is_rejected_before_anything_loads():
+    # In a fresh interpreter, with the real checkpoint names: no torch, no diffusers, no weights.
+    script = (
+        "import sys, json; from nodegraph import fileformat; from nodegraph.validate import validate\n"
+        f"problems = validate(fileformat.load({str(TUTORIAL_WIRING)!r})).problems\n"
+        "print(json.dumps([p.to_json() for p in problems]))\n"
+        "assert not {'torch', 'diffusers', 'transformers'} & set(sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    problems = json.loads(done.stdout)
+    [wrong] = [p for p in problems if p["code"] == "type.mismatch"]
+    assert (wrong["node"], wrong["input"]) == ("upscale", "image")
+    assert "expected IMAGE" in wrong["message"] and "LATENT" in wrong["message"]
+    assert "latent_upscale.latent" in wrong["message"] and "Decode" in wrong["hint"]
+
+
+def test_the_tutorials_wiring_names_the_latent_space_with_the_tiny_builtins():
+    graph = fileformat.load(TUTORIAL_WIRING)
+    registry.rewrites["tiny"].function(graph)
+    problems = validate(graph).problems
+    assert [(p.node, p.input, p.code) for p in problems] == [("upscale", "image", "type.mismatch")]
+    assert "LATENT[sd]" in problems[0].message
+
+
+def sd_latent_into(node_type: str) -> list:
+    """Problems of a graph that hands a tiny SD latent to a Kandinsky node of `node_type`."""
+    graph = Graph()
+    sd = graph.add("LoadModel", id="sd", model="builtin:tiny-sd")
+    kandinsky = graph.add("LoadModel", id="kandinsky", model="builtin:tiny-kandinsky22")
+    latent = graph.add("Text2Img", id="t2i", model=sd.model, prompt="a cat").latent
+    if node_type == "Img2Img":
+        latent = graph.add("Img2Img", id="img2img", model=kandinsky.model, image=latent, prompt="a cat").latent
+    decoded = graph.add("Decode", id="decode", latent=latent, vae=kandinsky.vae)
+    graph.add("Save", image=decoded.image)
+    return validate(graph).problems
+
+
+def test_an_sd_latent_into_kandinsky_img2img_is_a_validation_error():
+    problems = sd_latent_into("Img2Img")
+    assert [(p.node, p.input, p.code) for p in problems] == [("img2img", "image", "type.mismatch")]
+    assert "expected IMAGE" in problems[0].message and "LATENT[sd]" in problems[0].message
+
+
+def test_an_sd_latent_into_a_kandinsky_decode_is_a_validation_error():
+    problems = sd_latent_into("Decode")
+    assert [(p.node, p.input, p.code) for p in problems] == [("decode", "latent", "type.mismatch")]
+    assert "LATENT[sd]" in problems[0].message and "kandinsky22" in problems[0].message
+
+
+# ---- PickString ----------------------------------------------------------------------------------------
+
+
+def test_pick_by_index_ignores_blank_lines():
+    assert pick("first\n\n  second  \n", "index", 1, 0) == "second"
+
+
+def test_random_picks_are_decided_by_the_seed():
+    options = "\n".join(f"prompt {i}" for i in range(10))
+    picks = [pick(options, "random", 0, seed) for seed in range(40)]
+    assert picks == [pick(options, "random", 0, seed) for seed in range(40)]
+    assert len(set(picks)) > 3
+
+
+def test_bad_picks_are_input_errors():
+    with pytest.raises(InputError) as caught:
+        pick("a\nb", "index", 2, 0)
+    assert caught.value.input == "index" and "there are 2 options" in str(caught.value)
+    with pytest.raises(InputError) as caught:
+        pick(" \n", "random", 0, 0)
+    assert caught.value.input == "options"
+
+
+def test_an_index_out_of_range_is_caught_by_validation():
+    graph = Graph()
+    graph.add("Save", image=graph.add("LoadImage", path=graph.add("PickString", id="pick", options="a\nb",
+                                                                  index=5).value).image)
+    assert [(p.node, p.input) for p in validate(graph).problems] == [("pick", "index")]
+
+
+def test_picked_strings_feed_a_model_and_a_prompt(tmp_path):
+    graph = Graph()
+    model = graph.add("PickString", id="models", options="builtin:tiny-sd\nbuiltin:tiny-sdxl", index=0)
+    prompt = graph.add("PickString", id="prompts", options="a red barn\na blue lake", mode="random", seed=3)
+    load = graph.add("LoadModel", id="load", model=model.value)
+    latent = graph.add("Text2Img", model=load.model, prompt=prompt.value, num_inference_steps=2, height=64,
+                       width=64).latent
+    graph.add("Save", id="save", image=graph.add("Decode", latent=latent, vae=load.vae).image, prefix="")
+    assert validate(graph).problems == []
+    result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path))
+    [path] = files_of(result, "save")
+    expected_prompt = pick("a red barn\na blue lake", "random", 0, 3).replace(" ", "_")
+    assert Path(path).name.startswith(f"tiny_sd_{expected_prompt}_")
