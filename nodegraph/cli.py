@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,10 @@ class UsageError(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Library chatter (deprecations inside diffusers, optional-backend notes) is not for CLI users.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    warnings.simplefilter("ignore", FutureWarning)
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -223,7 +229,9 @@ class _Progress:
                 from tqdm import tqdm
 
                 self.close()
-                self._bar, self._node = tqdm(total=event["max"], desc=f"{item}{node_id}", leave=False, file=sys.stderr), node_id
+                # disable=None: bars only on a terminal, not in logs
+                self._bar = tqdm(total=event["max"], desc=f"{item}{node_id}", leave=False, file=sys.stderr, disable=None)
+                self._node = node_id
             self._bar.total = event["max"]
             self._bar.n = event["value"]
             self._bar.refresh()

@@ -4,7 +4,6 @@ import weakref
 
 import pytest
 
-import toy_nodes
 from nodegraph import types as T
 from nodegraph.errors import Interrupted, NodeExecutionError
 from nodegraph.executor import Executor
