@@ -162,9 +162,9 @@ def _schema(args) -> int:
 
 def _load(args) -> Graph:
     graph = fileformat.load(args.file)
-    for name, rewrite in registry.rewrites.items():
+    for name in registry.rewrites:
         if getattr(args, name.replace("-", "_"), False):
-            for note in rewrite.function(graph):
+            for note in registry.apply_rewrite(name, graph):
                 print(f"{name}: {note}", file=sys.stderr)
     for assignment in args.set:
         _apply_set(graph, assignment)

@@ -69,6 +69,10 @@ class Registry:
         self._load_plugins()
         return dict(self._rewrites)
 
+    def apply_rewrite(self, name: str, graph: Any) -> list[str]:
+        """Apply the registered rewrite `name` (e.g. "tiny") to the graph in place; returns its notes."""
+        return self.rewrites[name].function(graph)
+
     def get(self, name: str) -> NodeDef | None:
         self._load_plugins()
         return self._defs.get(name)

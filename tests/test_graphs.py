@@ -39,7 +39,7 @@ def from_the_repository_root(monkeypatch):
 
 def tiny(graph: Graph) -> Graph:
     """What `nodegraph run FILE --tiny` runs, made as small as the tests need: 64x64, 2 steps."""
-    registry.rewrites["tiny"].function(graph)
+    registry.apply_rewrite("tiny", graph)
     for node_id in list(graph):
         inputs, declared = graph.inputs_of(node_id), registry[graph.type_of(node_id)].inputs
         for side in ("width", "height"):
@@ -87,7 +87,7 @@ def test_graph_files_are_in_the_format_and_name_real_checkpoints(path):
 def test_graph_validates_as_written_and_with_the_tiny_builtins(path):
     graph = fileformat.load(path)
     assert validate(graph).problems == []  # offline: LoadModel knows the seeds' checkpoints by name
-    notes = registry.rewrites["tiny"].function(graph)
+    notes = registry.apply_rewrite("tiny", graph)
     assert any("builtin:tiny-" in note for note in notes)
     assert all("builtin:tiny-" in note or note.split(": ")[0].endswith((".width", ".height")) for note in notes)
     assert validate(graph).problems == []
@@ -158,7 +158,7 @@ def test_the_tutorials_latent_into_x4_wiring_is_rejected_before_anything_loads()
 
 def test_the_tutorials_wiring_names_the_latent_space_with_the_tiny_builtins():
     graph = fileformat.load(TUTORIAL_WIRING)
-    registry.rewrites["tiny"].function(graph)
+    registry.apply_rewrite("tiny", graph)
     problems = validate(graph).problems
     assert [(p.node, p.input, p.code) for p in problems] == [("upscale", "image", "type.mismatch")]
     assert "LATENT[sd]" in problems[0].message

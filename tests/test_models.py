@@ -246,7 +246,7 @@ def test_tiny_swaps_every_seed_model_for_the_builtin_of_its_family():
     g = Graph()
     for i, model in enumerate(SEED_MODELS):
         g.add("LoadModel", id=f"load{i}", model=model)
-    notes = builtin_registry.rewrites["tiny"].function(g)
+    notes = builtin_registry.apply_rewrite("tiny", g)
     for i, (model, tiny) in enumerate(SEED_MODELS.items()):
         assert g.inputs_of(f"load{i}")["model"] == f"builtin:{tiny}"
         assert f"load{i}: {model} -> builtin:{tiny}" in notes
@@ -271,7 +271,7 @@ def test_tiny_rewrites_the_model_list_a_load_is_linked_to():
     pick = g.add("PickString", id="pick", options=models_list, mode="random", seed=1)
     g.add("PickString", id="prompt", options=prompts, mode="random", seed=1)
     g.add("LoadModel", id="load", model=pick.value)
-    notes = builtin_registry.rewrites["tiny"].function(g)
+    notes = builtin_registry.apply_rewrite("tiny", g)
     assert g.inputs_of("pick")["options"] == "builtin:tiny-sd\nbuiltin:tiny-sd\n"
     assert g.inputs_of("prompt")["options"] == prompts
     assert notes == ["pick.options: runwayml/stable-diffusion-v1-5 -> builtin:tiny-sd",
