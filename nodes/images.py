@@ -227,6 +227,17 @@ def load_images(folder, pattern, recursive):
     return (_stream_item(Path(folder), file) for file in files)
 
 
+@node(
+    "ItemName",
+    category="image",
+    inputs={"image": Input(T.IMAGE, "An image of a stream (e.g. from LoadImages)")},
+    outputs={"name": Output(T.STRING, "Its name: the file name without extension; empty outside a stream")},
+)
+def item_name(image, ctx):
+    """The name of the stream item an image belongs to, to vary choices per image (PickString.vary_with)."""
+    return ctx.item.label if ctx.item is not None else ""
+
+
 def image_files(folder: Path, pattern: str, recursive: bool) -> list[Path]:
     """Image files (by suffix) matching the pattern, sorted by their path within the folder."""
     matches = folder.rglob(pattern) if recursive else folder.glob(pattern)

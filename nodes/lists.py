@@ -21,22 +21,23 @@ def split_options(options: str) -> list[str]:
     return [line.strip() for line in options.splitlines() if line.strip()]
 
 
-def pick(options: str, mode: str, index: int, seed: int) -> str:
+def pick(options: str, mode: str, index: int, seed: int, vary_with: str | None = None) -> str:
     """The chosen option; raises InputError if there is none to choose."""
     choices = split_options(options)
     if not choices:
         raise InputError("options", "expected at least one option (one per line), got none", code="options.empty")
     if mode == "random":
-        return choices[seeded_index(seed, len(choices))]
+        return choices[seeded_index(seed, len(choices), vary_with)]
     if index >= len(choices):
         raise InputError("index", f"index {index} is out of range: there are {len(choices)} options "
                          f"(0 to {len(choices) - 1})", code="value.out_of_range")
     return choices[index]
 
 
-def seeded_index(seed: int, count: int) -> int:
+def seeded_index(seed: int, count: int, vary_with: str | None = None) -> int:
     # A hash, not the random module, so the pick is the same on every Python version.
-    digest = hashlib.sha256(f"nodegraph.PickString:{seed}".encode()).digest()
+    salt = "" if vary_with is None else f":{vary_with}"
+    digest = hashlib.sha256(f"nodegraph.PickString:{seed}{salt}".encode()).digest()
     return int.from_bytes(digest[:8], "big") % count
 
 
@@ -57,10 +58,12 @@ def _check_literals(view) -> dict:
         "index": Input(T.INT, "Which option (0 = the first line) in index mode", default=0, min=0),
         "seed": Input(T.SEED, "Seed of the random pick; \"random\" is drawn and recorded when the run starts",
                       default=0),
+        "vary_with": Input(T.STRING, "Pick anew for each value of this (e.g. each image of a folder, "
+                                     "from ItemName); the same value always gets the same pick", optional=True),
     },
     outputs={"value": Output(T.STRING, "The chosen option")},
     infer=_check_literals,
 )
-def pick_string(options, mode, index, seed):
+def pick_string(options, mode, index, seed, vary_with):
     """Pick one line of a list: by index, or at random with a recorded seed."""
-    return pick(options, mode, index, seed)
+    return pick(options, mode, index, seed, vary_with)

@@ -63,6 +63,8 @@ def save(image, prefix, ctx):
 
     graph = fileformat.loads(ctx.workflow)
     label = ctx.item.label if ctx.item is not None else None
+    if label is not None:
+        _fill_in_item_names(graph, label)
     stem = file_stem(prefix, label, describe_source(graph, ctx.node_id))
     metadata_chunks = png_text(ctx.workflow, graph)
     folder = Path(ctx.options.output_dir)
@@ -136,12 +138,25 @@ def input_value(graph: Graph, node_id: str, name: str) -> Any:
     return None if value is REQUIRED else value
 
 
+def _fill_in_item_names(graph: Graph, label: str) -> None:
+    """Replace links from ItemName nodes with the name they gave this item, so picks that vary per
+    item can be worked out from the graph."""
+    for node_id in list(graph):
+        for name, value in list(graph.inputs_of(node_id).items()):
+            if type(value) is Link and value.node in graph and graph.type_of(value.node) == "ItemName":
+                graph.set_input(node_id, name, label)
+
+
 def _picked(graph: Graph, node_id: str) -> str | None:
     if graph.type_of(node_id) != "PickString":
         return None
     values = [input_value(graph, node_id, name) for name in ("options", "mode", "index", "seed")]
     if None in values:
         return None
+    vary_with = input_value(graph, node_id, "vary_with")
+    if vary_with is None and "vary_with" in graph.inputs_of(node_id):
+        return None  # linked to something only known while running
+    values.append(vary_with)
     try:
         return pick(*values)
     except InputError:  # the PickString itself reports this when it runs

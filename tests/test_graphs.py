@@ -22,6 +22,8 @@ from nodegraph.executor import Executor
 from nodegraph.graph import Graph
 from nodegraph.registry import registry
 from nodegraph.validate import validate
+from nodes import handles
+from nodes.handles import ComponentCache
 from nodes.lists import pick
 from nodes.save import PROMPT_SLUG_LENGTH, input_value, slug
 
@@ -108,7 +110,14 @@ def test_graph_runs_end_to_end_on_the_tiny_builtins(path, tmp_path):
 # ---- the batch graph ---------------------------------------------------------------------------------
 
 
-def test_the_batch_loads_its_model_once_and_one_bad_image_does_not_stop_it(tmp_path):
+def test_the_batch_loads_each_models_weights_once_and_one_bad_image_does_not_stop_it(tmp_path, monkeypatch):
+    loaded = []  # (weight identity, dtype, placement) of every module really read from disk
+
+    class CountingCache(ComponentCache):  # the real cache, starting empty, counting what it loads
+        def get_or_load(self, key, load):
+            return super().get_or_load(key, lambda: loaded.append(key) or load())
+
+    monkeypatch.setattr(handles, "COMPONENTS", CountingCache())
     folder = tmp_path / "in"
     shutil.copytree(REPO / "graphs" / "inputs" / "batch", folder)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")
@@ -117,7 +126,7 @@ def test_the_batch_loads_its_model_once_and_one_bad_image_does_not_stop_it(tmp_p
     result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path / "out"))
     assert [failure.label for failure in result.failures] == ["broken"]
     assert "broken.png is not a readable image" in str(result.failures[0].error)
-    assert result.executed.count("load") == 1
+    assert loaded and len(loaded) == len(set(loaded))  # the model of every image, loaded once
     names = sorted(Path(f).name for f in files_of(result, "save"))
     assert [name.split("_")[0] for name in names] == ["cat", "house", "tree"]
     assert all("_str0.7_guide18.0_" in name for name in names)
@@ -131,7 +140,7 @@ def test_the_batch_records_its_random_picks(tmp_path):
     saved = fileformat.load(path)
     for picker in ("pick_model", "pick_prompt"):
         assert saved.inputs_of(picker)["seed"] == result.seeds[picker]["seed"]
-    prompt = pick(*(input_value(saved, "pick_prompt", name) for name in ("options", "mode", "index", "seed")))
+    prompt = pick(*(input_value(saved, "pick_prompt", name) for name in ("options", "mode", "index", "seed")), "cat")
     assert f"_{slug(prompt, PROMPT_SLUG_LENGTH)}_str0.7_" in Path(path).name
 
 
