@@ -212,6 +212,23 @@ def test_random_picks_are_decided_by_the_seed():
     assert len(set(picks)) > 3
 
 
+def test_random_picks_vary_with_each_item_but_repeat_for_the_same_one():
+    options = "\n".join(f"prompt {i}" for i in range(10))
+    per_image = [pick(options, "random", 0, 7, f"image{i}") for i in range(40)]
+    assert per_image == [pick(options, "random", 0, 7, f"image{i}") for i in range(40)]
+    assert len(set(per_image)) > 3
+
+
+def test_the_batch_picks_per_image_and_names_each_file_after_its_own_pick(tmp_path):
+    graph = tiny(fileformat.load(REPO / "graphs" / "batch_img2img.json"))
+    graph.set_input("pick_prompt", "seed", 3)
+    result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path))
+    options = graph.inputs_of("pick_prompt")["options"]
+    for path in files_of(result, "save"):
+        image = Path(path).name.split("_")[0]
+        assert f"_{slug(pick(options, 'random', 0, 3, image), PROMPT_SLUG_LENGTH)}_" in Path(path).name
+
+
 def test_bad_picks_are_input_errors():
     with pytest.raises(InputError) as caught:
         pick("a\nb", "index", 2, 0)
