@@ -1,10 +1,8 @@
-"""The values of MODEL and VAE sockets, and the process-wide component cache.
+"""The values of MODEL and VAE sockets: what a loaded model is, and how it runs.
 
 A `ModelHandle` is what LoadModel outputs: a model's family, where its diffusers
-folders are, the options it was loaded with, and its components. Components with
-weights (UNet, VAE, text encoders, ...) come from one process-wide cache keyed by
-weight identity, so two checkpoints that ship an identical VAE or text encoder
-hold one module between them; a module stays loaded while some handle holds it.
+folders are, the options it was loaded with, and its components, which it takes
+from the process-wide component cache (see nodes.weights).
 
 `handle.pipeline(task)` assembles the diffusers pipeline for a task from those
 modules with `PipelineClass(**components)`: nothing is copied and nothing is cast,
@@ -19,23 +17,20 @@ torch and diffusers are imported inside the functions: importing this module is 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import importlib
 import importlib.util
 import inspect
-import json
 import logging
-import os
-import re
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nodegraph.errors import InputError
 
+from .devices import resolve_device, resolve_dtype
 from .spaces import FAMILIES, IMG2IMG, INPAINT, LATENT_UPSCALE, SDXL, TEXT2IMG, UPSCALE
-from .tiny_models import cache_root, quiet_progress_bars
+from .tiny_models import quiet_progress_bars
+from .weights import Part, combined_identity, load_folder, load_single_file, local_folder
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +69,6 @@ DEFAULT_SCHEDULER = "default"
 ATTENTION_MODES = ("sdpa", "xformers", "sliced")
 DTYPES = ("auto", "float32", "float16", "bfloat16")
 
-_NOT_LOADED = ("safety_checker", "feature_extractor")  # the NSFW checker and its image preprocessor
-_WEIGHT_SUFFIXES = (".safetensors", ".bin")
-
 
 @dataclass(frozen=True)
 class LoadOptions:
@@ -89,266 +81,6 @@ class LoadOptions:
     vae_slicing: bool = False
     cpu_offload: bool = False
     allow_pickle: bool = False
-
-
-# ---- devices -------------------------------------------------------------------------------
-
-
-def resolve_device(requested: str = "auto") -> str:
-    """The device to run on: "auto" picks cuda, else mps, else cpu; an explicit one must be there."""
-    import torch
-
-    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
-    if requested == "auto":
-        return next(device for device in ("cuda", "mps", "cpu") if available[device])
-    if not available.get(requested, False):
-        raise InputError(None, f"device {requested!r} was asked for, but this machine has no such device",
-                         code="device.unavailable", hint="run with device auto or cpu")
-    return requested
-
-
-def resolve_dtype(requested: str, device: str):
-    """The torch dtype: "auto" is float16 on CUDA, float32 elsewhere (half precision gives black images on MPS
-    and crawls on the CPU)."""
-    import torch
-
-    if requested == "auto":
-        return torch.float16 if device == "cuda" else torch.float32
-    return getattr(torch, requested)
-
-
-# ---- weight identity -----------------------------------------------------------------------
-
-_HF_BLOB = re.compile(r"[0-9a-f]{64}")
-_BOOKKEEPING_KEYS = ("transformers_version", "torch_dtype", "dtype")  # differ between saves of equal weights
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a weight file's content, computed once per (path, size, mtime) and kept on disk."""
-    real = Path(os.path.realpath(path))
-    if real.parent.name == "blobs" and _HF_BLOB.fullmatch(real.name):
-        return real.name  # the Hugging Face cache names each large file by its SHA-256
-    stat = real.stat()
-    key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
-    known = _hash_index()
-    if key not in known:
-        digest = hashlib.sha256()
-        with open(real, "rb") as file:
-            while chunk := file.read(1 << 24):
-                digest.update(chunk)
-        known[key] = digest.hexdigest()
-        _save_hash_index(known)
-    return known[key]
-
-
-def component_identity(folder: Path) -> str:
-    """Identity of one component's weights: its config (less bookkeeping) and its weight files' contents."""
-    digest = hashlib.sha256()
-    for config_file in sorted(folder.glob("*.json")):
-        config = json.loads(config_file.read_text())
-        if isinstance(config, dict):
-            config = {k: v for k, v in config.items() if not k.startswith("_") and k not in _BOOKKEEPING_KEYS}
-        digest.update(f"{config_file.name}={json.dumps(config, sort_keys=True)}\n".encode())
-    for weights in weight_files(folder):
-        digest.update(f"{weights.name}={file_sha256(weights)}\n".encode())
-    return digest.hexdigest()
-
-
-def weight_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
-
-
-def refuse_pickle_only(folder: Path, allow_pickle: bool) -> None:
-    """Refuse a component whose weights come only as pickle (.bin) files, unless pickle is allowed."""
-    names = [p.name for p in weight_files(folder)]
-    if allow_pickle or not names or any(name.endswith(".safetensors") for name in names):
-        return
-    raise InputError("model", f"the weights in {folder} are pickle files (.bin), and unpickling can run any code",
-                     code="model.pickle_refused", hint="set allow_pickle to true if you trust where they come from")
-
-
-def _combined(identities: dict[str, str]) -> str:
-    text = "".join(f"{name}={identity}\n" for name, identity in sorted(identities.items()))
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-_hash_cache: dict[str, str] | None = None
-
-
-def _hash_index_path() -> Path:
-    return cache_root() / "weight-sha256.json"
-
-
-def _hash_index() -> dict[str, str]:
-    global _hash_cache
-    if _hash_cache is None:
-        try:
-            _hash_cache = json.loads(_hash_index_path().read_text())
-        except (OSError, ValueError):
-            _hash_cache = {}
-    return _hash_cache
-
-
-def _save_hash_index(known: dict[str, str]) -> None:
-    path = _hash_index_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(json.dumps(known))
-    os.replace(staging, path)  # atomic: a concurrent reader sees the old or the new index
-
-
-# ---- the component cache -------------------------------------------------------------------
-
-
-class ComponentCache:
-    """Loaded modules by (weight identity, dtype, placement).
-
-    Values are weak: a module stays here while a handle or pipeline holds it, and is
-    freed with the last of them, so the cache itself never pins memory.
-    """
-
-    def __init__(self) -> None:
-        self._modules: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
-
-    def get(self, key: tuple) -> Any:
-        return self._modules.get(key)
-
-    def get_or_load(self, key: tuple, load: Callable[[], Any]) -> Any:
-        module = self._modules.get(key)
-        if module is None:
-            module = load()
-            self._modules[key] = module
-        return module
-
-    def put(self, key: tuple, module: Any) -> None:
-        self._modules[key] = module
-
-
-COMPONENTS = ComponentCache()
-
-
-# ---- loading -------------------------------------------------------------------------------
-
-
-@dataclass
-class _Part:
-    """The loaded components of one diffusers folder (or single-file checkpoint)."""
-
-    components: dict[str, Any]  # name -> module, tokenizer, scheduler or processor; None if absent
-    config: dict[str, Any]  # the pipeline's settings from model_index.json, e.g. requires_aesthetics_score
-    identities: dict[str, str] = field(default_factory=dict)  # name -> weight identity, for modules
-
-    @property
-    def identity(self) -> str:
-        return _combined(self.identities)
-
-
-def local_folder(source: str, allow_pickle: bool) -> Path:
-    """A local path as it is; a hub id as its folder in the Hugging Face cache, downloaded if need be."""
-    path = Path(source).expanduser()
-    if path.exists():
-        return path
-    from diffusers import DiffusionPipeline
-
-    try:
-        return Path(DiffusionPipeline.download(source, use_safetensors=None if allow_pickle else True))
-    except (OSError, ValueError) as error:
-        raise InputError("model", f"could not get {source!r} from the Hugging Face Hub or its local cache: {error}",
-                         code="model.not_found",
-                         hint="check the id, or download it with network access "
-                              f"(huggingface-cli download {source}), or run with --tiny") from error
-
-
-def _load_folder(folder: Path, dtype, placement: str, allow_pickle: bool) -> _Part:
-    index = json.loads((folder / "model_index.json").read_text())
-    part = _Part(components={}, config={})
-    for name, spec in index.items():
-        if name.startswith("_"):
-            continue
-        if not _is_component_spec(spec):
-            part.config[name] = spec
-        elif spec[0] is None or name in _NOT_LOADED:
-            part.components[name] = None
-        else:
-            component_class = getattr(importlib.import_module(spec[0]), spec[1])
-            if _has_weights(component_class):
-                refuse_pickle_only(folder / name, allow_pickle)
-                part.identities[name] = f"{spec[1]}:{component_identity(folder / name)}"
-                part.components[name] = _load_module(component_class, folder / name, part.identities[name], dtype,
-                                                     placement, allow_pickle)
-            else:  # tokenizers, schedulers, image processors
-                part.components[name] = component_class.from_pretrained(folder / name)
-    return part
-
-
-def _is_component_spec(value: Any) -> bool:
-    """model_index.json names each component as [library, class] (both null when it is absent)."""
-    return isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
-
-
-def _has_weights(component_class) -> bool:
-    import torch
-
-    return issubclass(component_class, torch.nn.Module)
-
-
-def _load_module(component_class, folder: Path, identity: str, dtype, placement: str, allow_pickle: bool):
-    """The component's module from the component cache, loaded into it if it is not there yet."""
-    return COMPONENTS.get_or_load(
-        (identity, str(dtype), placement),
-        lambda: _place(component_class.from_pretrained(folder, dtype=dtype, variant=_variant(folder),
-                                                       use_safetensors=None if allow_pickle else True), placement),
-    )
-
-
-def _variant(folder: Path) -> str | None:
-    """The variant to load (e.g. "fp16") when a component ships only variant weight files."""
-    names = [p.name for p in weight_files(folder)]
-    plain = re.compile(r"(diffusion_pytorch_model|model)(-\d+-of-\d+)?\.(safetensors|bin)")
-    if not names or any(plain.fullmatch(n) for n in names):
-        return None
-    return names[0].rsplit(".", 2)[-2]  # name.VARIANT.safetensors
-
-
-def _place(module, placement: str):
-    """Move a freshly loaded module where it runs; offloaded modules wait on the CPU."""
-    if not placement.startswith("offload:"):
-        module.to(placement)
-    return module
-
-
-def _load_single_file(path: Path, family: str, dtype, placement: str) -> _Part:
-    """A single-file checkpoint, as diffusers' `from_single_file` splits it into components."""
-    import diffusers
-    import torch
-
-    pipeline_class = getattr(diffusers, next(iter(TASK_PIPELINES[family].values())))
-    file_identity = file_sha256(path)
-
-    def key(name: str) -> tuple:
-        return (f"{name}@{file_identity}", str(dtype), placement)
-
-    names = [n for n, p in inspect.signature(pipeline_class.__init__).parameters.items() if n != "self"]
-    cached = {name: module for name in names if (module := COMPONENTS.get(key(name))) is not None}
-    try:
-        pipeline = pipeline_class.from_single_file(str(path), dtype=dtype, **cached)
-    except (OSError, ValueError) as error:
-        raise InputError("model", f"diffusers could not load {path.name} as a {family} checkpoint: {error}",
-                         code="model.load_failed",
-                         hint="diffusers reads a single file's configuration from the original model on the "
-                              "Hugging Face Hub (or its local cache): run once with network access, or use the "
-                              "model's diffusers folder") from error
-    part = _Part(components=pipeline.components, config={})
-    for name, component in part.components.items():
-        if isinstance(component, torch.nn.Module):
-            if name not in cached:
-                COMPONENTS.put(key(name), _place(component, placement))
-            part.identities[name] = f"{name}@{file_identity}"
-    part.config = {k: v for k, v in pipeline.config.items() if not k.startswith("_") and k not in part.components}
-    return part
-
-
-# ---- the handles ---------------------------------------------------------------------------
 
 
 class ModelHandle:
@@ -390,11 +122,11 @@ class ModelHandle:
         self.scheduler = self._usable_scheduler()
         self.attention = self._usable_attention()
         self._vae_role = next(role for role in load_now if role != KANDINSKY_PRIOR)
-        self._parts: dict[str, _Part] = {}
+        self._parts: dict[str, Part] = {}
         self._pipelines: dict[str, Any] = {}
         for role in load_now:
             self._part(role)
-        self.identity = _combined({role: part.identity for role, part in self._parts.items()})
+        self.identity = combined_identity({role: part.identity for role, part in self._parts.items()})
         self._note_unsupported_vae_options()
         self.vae = VaeHandle(self)
 
@@ -420,12 +152,12 @@ class ModelHandle:
 
     # ---- assembling pipelines ---------------------------------------------------------------
 
-    def _part(self, role: str) -> _Part:
+    def _part(self, role: str) -> Part:
         if role not in self._parts:
             self._parts[role] = self._load(role)
         return self._parts[role]
 
-    def _load(self, role: str) -> _Part:
+    def _load(self, role: str) -> Part:
         source = self._sources.get(role)
         if source is None:
             raise InputError("model", f"this {self.family} model has no {role} (it was loaded from "
@@ -434,9 +166,10 @@ class ModelHandle:
                              if role == KANDINSKY_INPAINT_DECODER else None)
         with quiet_progress_bars():
             if Path(source).is_file():
-                return _load_single_file(Path(source), self.family, self.dtype, self._placement)
+                pipeline_name = next(iter(TASK_PIPELINES[self.family].values()))
+                return load_single_file(Path(source), self.family, pipeline_name, self.dtype, self._placement)
             folder = local_folder(source, self.options.allow_pickle)
-            return _load_folder(folder, self.dtype, self._placement, self.options.allow_pickle)
+            return load_folder(folder, self.dtype, self._placement, self.options.allow_pickle)
 
     def _assemble(self, task: str):
         import diffusers

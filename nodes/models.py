@@ -22,7 +22,7 @@ from nodegraph.graph import Link
 from nodegraph.node import Input, Output
 from nodegraph.registry import node, rewrite
 
-from . import handles
+from . import handles, weights
 from .handles import KANDINSKY, KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER, KANDINSKY_PRIOR, MAIN
 from .spaces import FAMILIES, TINY_BUILTINS
 from .tiny_models import BUILTIN_FAMILIES, builtin_identity, builtin_path
@@ -128,7 +128,7 @@ def detect_family(model: str, allow_pickle: bool = False) -> str | None:
         return BUILTIN_FAMILIES[what]
     if kind == "folder":
         for component in sorted(p for p in Path(what).rglob("*") if p.is_dir()):
-            handles.refuse_pickle_only(component, allow_pickle)
+            weights.refuse_pickle_only(component, allow_pickle)
         return folder_family(Path(what))
     if kind == "file":
         if what.lower().endswith(PICKLE_SUFFIXES):
@@ -326,7 +326,7 @@ def locate(model: str, allow_pickle: bool) -> tuple[str, dict[str, str], tuple[s
     if kind == "builtin":
         folder = builtin_path(what)
     elif kind == "hub":
-        folder = handles.local_folder(what, allow_pickle)
+        folder = weights.local_folder(what, allow_pickle)
     elif kind == "folder":
         folder = Path(what)
     else:

@@ -22,10 +22,10 @@ from nodegraph.executor import Executor
 from nodegraph.graph import Graph
 from nodegraph.registry import registry
 from nodegraph.validate import validate
-from nodes import handles
-from nodes.handles import ComponentCache
+from nodes import weights
 from nodes.lists import pick
 from nodes.save import PROMPT_SLUG_LENGTH, input_value, slug
+from nodes.weights import ComponentCache
 
 REPO = Path(__file__).resolve().parent.parent
 GRAPHS = sorted((REPO / "graphs").glob("*.json"))
@@ -117,7 +117,7 @@ def test_the_batch_loads_each_models_weights_once_and_one_bad_image_does_not_sto
         def get_or_load(self, key, load):
             return super().get_or_load(key, lambda: loaded.append(key) or load())
 
-    monkeypatch.setattr(handles, "COMPONENTS", CountingCache())
+    monkeypatch.setattr(weights, "COMPONENTS", CountingCache())
     folder = tmp_path / "in"
     shutil.copytree(REPO / "graphs" / "inputs" / "batch", folder)
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nthis is not an image")

@@ -33,6 +33,7 @@ from nodes import handles, models
 from nodes.spaces import FAMILIES, IMG2IMG, INPAINT, KANDINSKY22, LATENT_UPSCALE, SD, SDXL, TEXT2IMG, UPSCALE, \
     X4_UPSCALER
 from nodes.tiny_models import BUILTIN_FAMILIES, BUILTIN_NAMES, builtin_identity, builtin_path
+from nodes.weights import component_identity
 
 SIZE, STEPS = 64, 2
 
@@ -298,12 +299,12 @@ def test_loads_share_identical_components_and_keep_their_own():
 def test_component_identity_is_the_weights_content_not_their_place(tmp_path):
     vae = builtin_path("tiny-sd") / "vae"
     copy = shutil.copytree(vae, tmp_path / "vae")
-    assert handles.component_identity(copy) == handles.component_identity(vae)
+    assert component_identity(copy) == component_identity(vae)
     weights = copy / "diffusion_pytorch_model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 1  # one bit of the last weight
     weights.write_bytes(bytes(data))
-    assert handles.component_identity(copy) != handles.component_identity(vae)
+    assert component_identity(copy) != component_identity(vae)
 
 
 def test_pipelines_for_each_task_share_the_models_modules():
