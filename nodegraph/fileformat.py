@@ -16,12 +16,12 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
 
+from .atomic import write_file
 from .errors import GraphFileError, Problem
 from .graph import Graph, Link, gc_paused
 
@@ -255,29 +255,8 @@ def dumps(graph: Graph) -> str:
 def save(graph: Graph, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write atomically; an existing file is replaced only with `overwrite=True`."""
     path = Path(path)
-    write_atomically(path, dumps(graph).encode(), overwrite=overwrite)
+    write_file(dumps(graph).encode(), [path], overwrite=overwrite)
     return path
-
-
-def write_atomically(path: Path, data: bytes, *, overwrite: bool = False) -> None:
-    """Write to a temporary file beside `path`, then move it into place in one step.
-
-    Without `overwrite`, the move is a hard link, which fails if `path` exists even
-    when another process creates it at the same moment.
-    """
-    fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        if overwrite:
-            os.replace(temporary, path)
-        else:
-            os.link(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
 
 
 def json_schema(registry=None) -> dict[str, Any]:

@@ -17,18 +17,16 @@ Each PNG embeds, as text chunks:
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
 import platform
 import re
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from nodegraph import fileformat
+from nodegraph.atomic import write_file
 from nodegraph import types as T
 from nodegraph.errors import InputError
 from nodegraph.graph import Graph, Link
@@ -254,39 +252,7 @@ def png_bytes(picture, text: dict[str, str]) -> bytes:
 
 
 def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
-    """Write `data` to `folder/stem.suffix`, or `stem-1.suffix`, `stem-2.suffix`, ... if taken.
-
-    The bytes go to a temporary file first, which then gets its final name in one step
-    that fails if the name exists, so a reader never sees half a file, and two writers
-    racing for one name never overwrite each other.
-    """
-    fd, temporary = tempfile.mkstemp(prefix=f".{stem[:40]}.", suffix=".tmp", dir=folder)
-    try:
-        os.chmod(temporary, 0o644)  # mkstemp makes it private; an image is for sharing
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        for counter in itertools.count():
-            path = folder / (f"{stem}{suffix}" if counter == 0 else f"{stem}-{counter}{suffix}")
-            if publish(temporary, path):
-                return path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-
-
-def publish(temporary: str, path: Path) -> bool:
-    """Give the finished temporary file the name `path` unless that name is taken."""
-    try:
-        os.link(temporary, path)  # atomic, and fails if `path` exists
-        return True
-    except FileExistsError:
-        return False
-    except OSError:  # no hard links on this file system (FAT, some shares): claim the name, then fill it
-        try:
-            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
-        except FileExistsError:
-            return False
-        os.replace(temporary, path)
-        return True
+    """Write `data` to `folder/stem.suffix`, or `stem-1.suffix`, `stem-2.suffix`, ... if taken;
+    atomically, and never over an existing file."""
+    names = (folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}") for n in itertools.count())
+    return write_file(data, names)

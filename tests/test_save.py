@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import nodes  # noqa: F401  (registers the built-in nodes)
-import nodes.save
+import nodegraph.atomic
 from nodegraph import fileformat
 from nodegraph.context import NodeContext, RunOptions
 from nodegraph.executor import Executor
@@ -74,7 +74,7 @@ def test_without_hard_links_names_are_still_claimed_exclusively(tmp_path, monkey
     def no_links(source, target):
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(nodes.save.os, "link", no_links)
+    monkeypatch.setattr(nodegraph.atomic.os, "link", no_links)
     (tmp_path / "photo.png").write_bytes(b"first")
     written = write_new_file(tmp_path, "photo", ".png", b"second")
     assert written.name == "photo-1.png" and written.read_bytes() == b"second"
