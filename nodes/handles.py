@@ -28,13 +28,12 @@ from typing import Any
 from nodegraph.errors import InputError
 
 from .devices import resolve_device, resolve_dtype
-from .spaces import FAMILIES, IMG2IMG, INPAINT, LATENT_UPSCALE, SDXL, TEXT2IMG, UPSCALE
+from .spaces import FAMILIES, IMG2IMG, INPAINT, KANDINSKY_FAMILY, LATENT_UPSCALE, SDXL, TEXT2IMG, UPSCALE
 from .tiny_models import quiet_progress_bars
 from .weights import Part, combined_identity, load_folder, load_single_file, local_folder
 
 log = logging.getLogger(__name__)
 
-KANDINSKY = "kandinsky22"
 KANDINSKY_PRIOR, KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER = "prior", "decoder", "decoder-inpaint"
 MAIN = "main"  # the one diffusers folder (or checkpoint file) of every family but Kandinsky
 
@@ -49,7 +48,7 @@ TASK_PIPELINES: dict[str, dict[str, str]] = {
     "sdxl-refiner": {IMG2IMG: "StableDiffusionXLImg2ImgPipeline", INPAINT: "StableDiffusionXLInpaintPipeline"},
     "sdxl-inpaint": {INPAINT: "StableDiffusionXLInpaintPipeline"},
     # Kandinsky's combined pipelines run the prior (text -> image embedding), then the decoder.
-    KANDINSKY: {TEXT2IMG: "KandinskyV22CombinedPipeline", IMG2IMG: "KandinskyV22Img2ImgCombinedPipeline",
+    KANDINSKY_FAMILY: {TEXT2IMG: "KandinskyV22CombinedPipeline", IMG2IMG: "KandinskyV22Img2ImgCombinedPipeline",
                 INPAINT: "KandinskyV22InpaintCombinedPipeline"},
     "latent-upscaler": {LATENT_UPSCALE: "StableDiffusionLatentUpscalePipeline"},
     "x4-upscaler": {UPSCALE: "StableDiffusionUpscalePipeline"},
@@ -175,7 +174,7 @@ class ModelHandle:
         import diffusers
 
         pipeline_class = getattr(diffusers, TASK_PIPELINES[self.family][task])
-        if self.family == KANDINSKY:
+        if self.family == KANDINSKY_FAMILY:
             available = self._kandinsky_components(task)
         else:
             part = self._part(MAIN)
@@ -248,7 +247,7 @@ class ModelHandle:
             log.warning("xformers attention does not work here (%s); using sdpa", error)
             self.attention = "sdpa"
             _set_attention(pipeline, self.attention)
-        set_vae_memory_options(pipeline.movq if self.family == KANDINSKY else pipeline.vae, self.options)
+        set_vae_memory_options(pipeline.movq if self.family == KANDINSKY_FAMILY else pipeline.vae, self.options)
         if self._offload:
             # Re-armed at every use: another pipeline sharing these modules may have hooked them since.
             pipeline.enable_model_cpu_offload(device=self.device)
@@ -264,7 +263,7 @@ class ModelHandle:
 
     @property
     def _vae_name(self) -> str:
-        return "movq" if self.family == KANDINSKY else "vae"
+        return "movq" if self.family == KANDINSKY_FAMILY else "vae"
 
     @property
     def offloaded(self) -> bool:
@@ -301,7 +300,7 @@ def _scheduler_problem(family: str, name: str) -> str | None:
     if family == "latent-upscaler" and name != "Euler":
         return "the latent upscaler's pipeline is written for Euler sigmas and sample prediction"
     step = getattr(diffusers, SCHEDULERS[name]).step
-    if family == KANDINSKY and "generator" not in inspect.signature(step).parameters:
+    if family == KANDINSKY_FAMILY and "generator" not in inspect.signature(step).parameters:
         return "Kandinsky's decoder passes a generator to the scheduler's step"
     return None
 
@@ -397,7 +396,7 @@ class VaeHandle:
         return 2 ** (len(vae.config.block_out_channels) - 1)
 
     def _is_movq(self) -> bool:
-        return self._model.family == KANDINSKY
+        return self._model.family == KANDINSKY_FAMILY
 
 
 @contextlib.contextmanager

@@ -23,8 +23,8 @@ from nodegraph.node import Input, Output
 from nodegraph.registry import node, rewrite
 
 from . import handles, weights
-from .handles import KANDINSKY, KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER, KANDINSKY_PRIOR, MAIN
-from .spaces import FAMILIES, TINY_BUILTINS
+from .handles import KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER, KANDINSKY_PRIOR, MAIN
+from .spaces import FAMILIES, KANDINSKY_FAMILY, TINY_BUILTINS
 from .tiny_models import BUILTIN_FAMILIES, builtin_identity, builtin_path
 
 BUILTIN_PREFIX = "builtin:"
@@ -50,9 +50,9 @@ KNOWN_HUB_MODELS: dict[str, str] = {
     "stabilityai/stable-diffusion-xl-base-1.0": "sdxl",
     "stabilityai/stable-diffusion-xl-refiner-1.0": "sdxl-refiner",
     "diffusers/stable-diffusion-xl-1.0-inpainting-0.1": "sdxl-inpaint",
-    "kandinsky-community/kandinsky-2-2-prior": KANDINSKY,
-    "kandinsky-community/kandinsky-2-2-decoder": KANDINSKY,
-    "kandinsky-community/kandinsky-2-2-decoder-inpaint": KANDINSKY,
+    "kandinsky-community/kandinsky-2-2-prior": KANDINSKY_FAMILY,
+    "kandinsky-community/kandinsky-2-2-decoder": KANDINSKY_FAMILY,
+    "kandinsky-community/kandinsky-2-2-decoder-inpaint": KANDINSKY_FAMILY,
     "stabilityai/sd-x2-latent-upscaler": "latent-upscaler",
     "stabilityai/stable-diffusion-x4-upscaler": "x4-upscaler",
 }
@@ -73,11 +73,11 @@ _PIPELINE_FAMILIES = {
     "StableDiffusionXLPipeline": "sdxl",
     "StableDiffusionXLImg2ImgPipeline": "sdxl",
     "StableDiffusionXLInpaintPipeline": "sdxl",
-    "KandinskyV22PriorPipeline": KANDINSKY,
-    "KandinskyV22Pipeline": KANDINSKY,
-    "KandinskyV22Img2ImgPipeline": KANDINSKY,
-    "KandinskyV22InpaintPipeline": KANDINSKY,
-    "KandinskyV22CombinedPipeline": KANDINSKY,
+    "KandinskyV22PriorPipeline": KANDINSKY_FAMILY,
+    "KandinskyV22Pipeline": KANDINSKY_FAMILY,
+    "KandinskyV22Img2ImgPipeline": KANDINSKY_FAMILY,
+    "KandinskyV22InpaintPipeline": KANDINSKY_FAMILY,
+    "KandinskyV22CombinedPipeline": KANDINSKY_FAMILY,
     "StableDiffusionLatentUpscalePipeline": "latent-upscaler",
     "StableDiffusionUpscalePipeline": "x4-upscaler",
 }
@@ -149,7 +149,7 @@ def detect_family(model: str, allow_pickle: bool = False) -> str | None:
 def folder_family(folder: Path) -> str:
     """Family of a diffusers folder, from model_index.json and unet/config.json."""
     if _is_kandinsky_layout(folder):
-        return KANDINSKY
+        return KANDINSKY_FAMILY
     index = _read_json(folder / "model_index.json")
     if index is None:
         raise InputError("model", f"{folder} is not a diffusers model folder: it has no model_index.json",
@@ -228,7 +228,7 @@ def guess_family_from_name(repo_id: str) -> str:
     """A last resort for hub ids nothing else knows: most community checkpoints are SD 1.x fine-tunes."""
     name = repo_id.lower()
     if "kandinsky" in name:
-        return KANDINSKY
+        return KANDINSKY_FAMILY
     if "x4-upscaler" in name:
         return "x4-upscaler"
     if "latent-upscaler" in name:
@@ -332,7 +332,7 @@ def locate(model: str, allow_pickle: bool) -> tuple[str, dict[str, str], tuple[s
     else:
         return _checkpoint_family(Path(what), allow_pickle), {MAIN: what}, (MAIN,)
     family = folder_family(folder)
-    if family == KANDINSKY:
+    if family == KANDINSKY_FAMILY:
         return family, *_kandinsky_parts(folder)
     return family, {MAIN: str(folder)}, (MAIN,)
 

@@ -20,9 +20,8 @@ from nodegraph.errors import InputError
 from nodegraph.node import Input, Output
 from nodegraph.registry import node
 
-from .spaces import FAMILIES, IMG2IMG, INPAINT, LATENT_UPSCALE, TEXT2IMG, UPSCALE
+from .spaces import FAMILIES, IMG2IMG, INPAINT, KANDINSKY_FAMILY, LATENT_UPSCALE, TEXT2IMG, UPSCALE
 
-KANDINSKY = "kandinsky22"
 LATENT_SCALE = 8  # pixels per latent cell, in every family whose latents these nodes take or make
 KANDINSKY_GRID = 64  # Kandinsky rounds sizes up to multiples of 64, and its inpainting fails off them
 MAX_SIDE = 8192
@@ -101,7 +100,7 @@ def _inpaint_types(view) -> dict[str, T.Type]:
     _check_literal_sides(view)
     _check_literal_strength(view)
     model = _known_model(view)
-    if model and model.family == KANDINSKY and view.value("strength") is not None:
+    if model and model.family == KANDINSKY_FAMILY and view.value("strength") is not None:
         check_kandinsky_strength(view.value("strength"))
     return _latent_output(view)
 
@@ -123,7 +122,7 @@ def _check_literal_strength(view) -> None:
 
 
 def check_side(name: str, pixels: int, family: str | None) -> None:
-    multiple = KANDINSKY_GRID if family == KANDINSKY else LATENT_SCALE
+    multiple = KANDINSKY_GRID if family == KANDINSKY_FAMILY else LATENT_SCALE
     if pixels % multiple:
         lower, upper = pixels // multiple * multiple, (pixels // multiple + 1) * multiple
         raise InputError(name, f"expected a multiple of {multiple} pixels, got {pixels}", code="value.not_multiple",

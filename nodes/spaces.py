@@ -13,6 +13,8 @@ SDXL = LatentSpace("sdxl", channels=4, scaling_factor=0.13025)
 KANDINSKY22 = LatentSpace("kandinsky22", channels=4, scaling_factor=1.0)
 X4_UPSCALER = LatentSpace("x4-upscaler", channels=4, scaling_factor=0.08333)
 
+KANDINSKY_FAMILY = "kandinsky22"
+
 TEXT2IMG, IMG2IMG, INPAINT = "text2img", "img2img", "inpaint"
 LATENT_UPSCALE, UPSCALE = "latent-upscale", "upscale"
 
@@ -24,7 +26,7 @@ FAMILIES: dict[str, Model] = {
     "sdxl-inpaint": Model("sdxl-inpaint", SDXL, frozenset({INPAINT}), latent_image=True),
     "sdxl-refiner": Model("sdxl-refiner", SDXL, frozenset({IMG2IMG, INPAINT}), latent_image=True),
     # Kandinsky's img2img and inpaint pipelines always re-encode, so they take images only.
-    "kandinsky22": Model("kandinsky22", KANDINSKY22, frozenset({TEXT2IMG, IMG2IMG, INPAINT})),
+    KANDINSKY_FAMILY: Model(KANDINSKY_FAMILY, KANDINSKY22, frozenset({TEXT2IMG, IMG2IMG, INPAINT})),
     "latent-upscaler": Model("latent-upscaler", SD, frozenset({LATENT_UPSCALE})),
     "x4-upscaler": Model("x4-upscaler", X4_UPSCALER, frozenset({UPSCALE})),
 }
@@ -36,7 +38,7 @@ TINY_BUILTINS = {
     "sdxl": "tiny-sdxl",
     "sdxl-inpaint": "tiny-sdxl",  # no 9-channel tiny SDXL: the base model inpaints too
     "sdxl-refiner": "tiny-sdxl-refiner",
-    "kandinsky22": "tiny-kandinsky22",
+    KANDINSKY_FAMILY: "tiny-kandinsky22",
     "latent-upscaler": "tiny-latent-upscaler",
     "x4-upscaler": "tiny-x4-upscaler",
 }
