@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import sys
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -112,7 +111,6 @@ def _run(args) -> int:
     progress = _Progress()
     options = RunOptions(device=args.device, output_dir=args.out)
     previous = signal.signal(signal.SIGINT, lambda *_: executor.cancel())
-    started = time.perf_counter()
     try:
         result = executor.run(graph, args.output, on_event=progress, options=options)
     except NodeExecutionError as error:
@@ -128,7 +126,7 @@ def _run(args) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     progress.close()
-    _print_summary(result, time.perf_counter() - started)
+    _print_summary(result)
     return FAILED if result.failures else OK
 
 
@@ -198,8 +196,8 @@ def _print_problems(problems, as_json: bool) -> None:
             print(problem)
 
 
-def _print_summary(result, seconds: float) -> None:
-    print(f"done in {seconds:.2f} s: {len(result.executed)} node run(s), {len(result.cached)} cached", file=sys.stderr)
+def _print_summary(result) -> None:
+    print(f"done in {result.duration:.2f} s: {len(result.executed)} node run(s), {len(result.cached)} cached", file=sys.stderr)
     for node_id, seeds in result.seeds.items():
         for name, value in seeds.items():
             print(f"  {node_id}.{name}: random seed {value}", file=sys.stderr)

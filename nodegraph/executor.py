@@ -257,7 +257,7 @@ class _Run:
                     value = self.plan.seeds[node_id, name]
                 kwargs[name] = value
             if definition.takes_context:
-                kwargs["ctx"] = NodeContext(node_id, self.options, self._emit_event, self.cancelled,
+                kwargs["ctx"] = NodeContext(node_id, self.options, self.emit or _ignore, self.cancelled,
                                             self.workflow, item)
             self._send("node_start", node_id, item=item, type=definition.name)
             started = time.perf_counter()
@@ -290,13 +290,13 @@ class _Run:
         if self.emit is None:
             return
         message = {"event": event, "node": node_id, **fields}
-        if isinstance(item, ItemInfo):
+        if item is not None:
             message["item"], message["label"] = item.index, item.label
-        self._emit_event(message)
+        self.emit(message)
 
-    def _emit_event(self, message: dict) -> None:
-        if self.emit is not None:
-            self.emit(message)
+
+def _ignore(message: dict) -> None:
+    pass
 
 
 class _Overlay(dict):

@@ -75,6 +75,7 @@ def replan(previous: Plan | None, graph: Graph, registry=None) -> Plan:
     checked = previous.checked
     for node_id in changed:
         before = checked.output_types.get(node_id)
+        # A copy: a failed re-plan must leave the previous plan's types as they were.
         scratch = Checked(definitions={}, output_types=checked.output_types.copy())
         check_node(graph, node_id, registry, scratch)
         if scratch.problems or scratch.output_types.get(node_id) != before:

@@ -68,15 +68,10 @@ def validate(graph: Graph, registry=None) -> Checked:
     return checked
 
 
-def deterministic_order(graph: Graph) -> list[str]:
-    """Topological order that depends only on the graph, ties broken by node id."""
-    return list(nx.lexicographical_topological_sort(graph.nx))
-
-
 def _order(graph: Graph, cyclic: set[str]) -> list[str]:
-    if not cyclic:
-        return deterministic_order(graph)
-    return list(nx.lexicographical_topological_sort(graph.nx.subgraph(set(graph.nx) - cyclic)))
+    """Topological order of the nodes outside cycles, ties broken by node id: it depends only on the graph."""
+    acyclic = graph.nx.subgraph(set(graph.nx) - cyclic) if cyclic else graph.nx
+    return list(nx.lexicographical_topological_sort(acyclic))
 
 
 def _cycle_problems(graph: Graph, problems: list[Problem]) -> set[str]:
