@@ -6,7 +6,8 @@
 """
 
 from .context import NodeContext, RunOptions
-from .errors import GraphFileError, InputError, Interrupted, NodeExecutionError, NodegraphError, Problem, ValidationError
+from .errors import (GraphFileError, InputError, Interrupted, NodeExecutionError, NodegraphError, Problem, UsageError,
+                     ValidationError)
 from .executor import Executor, RunResult
 from .fileformat import dumps, load, loads, save
 from .graph import Graph, Link
@@ -19,5 +20,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Executor", "Graph", "GraphFileError", "Input", "InputError", "Interrupted", "Link", "NodeContext",
     "NodeExecutionError", "NodegraphError", "Output", "Problem", "RunOptions", "RunResult", "StreamItem",
-    "ValidationError", "dumps", "load", "loads", "node", "registry", "rewrite", "save", "validate",
+    "UsageError", "ValidationError", "dumps", "load", "loads", "node", "registry", "rewrite", "save", "validate",
 ]

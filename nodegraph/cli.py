@@ -8,41 +8,59 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
+import traceback
 import warnings
 from pathlib import Path
 from typing import Any
 
 from . import fileformat
-from . import types as T
-from .context import RunOptions
-from .errors import GraphFileError, Interrupted, NodeExecutionError, ValidationError
+from .assignments import apply_assignment
+from .context import MAX_IMAGE_PIXELS, RunOptions
+from .errors import GraphFileError, Interrupted, NodeExecutionError, UsageError, ValidationError
 from .graph import Graph
 from .node import REQUIRED
 from .registry import registry
 
 OK, INVALID, USAGE, FAILED = 0, 1, 2, 3
-
-
-class UsageError(Exception):
-    pass
+INTERRUPTED, BROKEN_PIPE = 130, 141  # as a shell reports death by SIGINT and SIGPIPE
 
 
 def main(argv: list[str] | None = None) -> int:
-    # Library chatter (deprecations inside diffusers, optional-backend notes) is not for CLI users.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
-    warnings.simplefilter("ignore", FutureWarning)
-    parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        # Library chatter (deprecations inside diffusers, optional-backend notes) is not for CLI users.
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+        warnings.simplefilter("ignore", FutureWarning)
+        parser = _parser()
+        args = parser.parse_args(argv)
+        return _command(parser, args)
+    except KeyboardInterrupt:  # Ctrl-C while starting or validating; a run handles its own
+        _say("interrupted", err=True)
+        return INTERRUPTED
+    except BrokenPipeError:  # the reader went away (`nodegraph nodes --json | head -1`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush must not fail too
+        return BROKEN_PIPE
+
+
+def _command(parser: argparse.ArgumentParser, args) -> int:
     try:
         return args.command(args)
     except UsageError as error:
-        parser.error(str(error))  # exits with USAGE
+        parser.error(printable(str(error)))  # exits with USAGE
     except (GraphFileError, ValidationError) as error:
         _print_problems(error.problems, as_json=getattr(args, "json", False))
         return INVALID
+    except (KeyboardInterrupt, BrokenPipeError):
+        raise
+    except Exception as error:  # a bug, in nodegraph or a node pack: say so, briefly
+        if args.traceback:
+            _say(traceback.format_exc(), err=True, raw=True)
+        _say(f"internal error: {type(error).__name__}: {error} (this is a bug: please report it, with the output "
+             "of the same command run with --traceback)", err=True)
+        return FAILED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     def command(name: str, function, help: str, graph: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
         sub.set_defaults(command=function)
+        sub.add_argument("--traceback", action="store_true", help="print the full traceback when something fails")
         if graph:
             sub.add_argument("file", type=Path, help="graph file (JSON, ComfyUI API prompt, or a PNG Save wrote)")
             sub.add_argument("--set", action="append", default=[], metavar="NODE.INPUT=VALUE",
@@ -64,7 +83,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, default=Path("outputs"), help="folder for saved outputs (default: outputs)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     run.add_argument("--output", action="append", metavar="NODE", help="run only what this output node needs (repeatable)")
-    run.add_argument("--traceback", action="store_true", help="print the full traceback when a node fails")
+    run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
+                     help=f"refuse to decode larger images (default: {MAX_IMAGE_PIXELS}, 8192x8192)")
     validate = command("validate", _validate, "check a graph without running it")
     validate.add_argument("--json", action="store_true", help="print the problems as a JSON array")
     command("explain", _explain, "print the execution plan")
@@ -82,7 +102,7 @@ def _validate(args) -> int:
 
     graph = _load(args)
     plan(graph)
-    print("[]" if args.json else f"{args.file}: valid ({len(graph)} nodes)")
+    _say("[]" if args.json else f"{args.file}: valid ({len(graph)} nodes)")
     return OK
 
 
@@ -92,14 +112,14 @@ def _explain(args) -> int:
     graph = _load(args)
     current = plan(graph)
     targets = set(current.outputs)
-    print(f"{len(current.order)} nodes, {len(targets)} output node(s); order of execution:")
+    _say(f"{len(current.order)} nodes, {len(targets)} output node(s); order of execution:")
     for position, node_id in enumerate(current.order, 1):
         outputs = current.checked.output_types[node_id]
         produced = ", ".join(f"{name}: {t}" for name, t in outputs.items()) or "output node"
         notes = [f"per item of {current.stream_of[node_id]}"] if node_id in current.stream_of else []
         notes += [f"random seed {name}" for (n, name) in current.seeds if n == node_id]
         suffix = f"  [{'; '.join(notes)}]" if notes else ""
-        print(f"{position:4}. {node_id} ({graph.type_of(node_id)}) -> {produced}  key {current.keys[node_id].hex()[:12]}{suffix}")
+        _say(f"{position:4}. {node_id} ({graph.type_of(node_id)}) -> {produced}  key {current.keys[node_id].hex()[:12]}{suffix}")
     return OK
 
 
@@ -109,19 +129,20 @@ def _run(args) -> int:
     graph = _load(args)
     executor = Executor()
     progress = _Progress()
-    options = RunOptions(device=args.device, output_dir=args.out)
+    options = RunOptions(device=args.device, output_dir=args.out, max_image_pixels=args.max_image_pixels)
     previous = signal.signal(signal.SIGINT, lambda *_: executor.cancel())
     try:
         result = executor.run(graph, args.output, on_event=progress, options=options)
     except NodeExecutionError as error:
         progress.close()
         if args.traceback:
-            print(error.traceback, file=sys.stderr)
-        print(f"error: {error}", file=sys.stderr)
+            _say(error.traceback, err=True, raw=True)
+        _say(f"error: {error}", err=True)
         return FAILED
     except Interrupted as stop:
         progress.close()
-        print(f"interrupted{' at ' + stop.node if stop.node else ''}; results so far were kept", file=sys.stderr)
+        _say(f"interrupted{' at ' + stop.node if stop.node else ''}: files saved before it are complete; "
+             "nothing after it was written", err=True)
         return FAILED
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -133,25 +154,25 @@ def _run(args) -> int:
 def _nodes(args) -> int:
     definitions = list(registry)
     if args.json:
-        print(json.dumps([d.to_json() for d in definitions], indent=2))
+        _say(json.dumps([d.to_json() for d in definitions], indent=2), raw=True)
         return OK
     category = None
     for definition in definitions:
         if definition.category != category:
             category = definition.category
-            print(f"\n[{category or 'other'}]")
+            _say(f"\n[{category or 'other'}]", raw=True)
         outputs = ", ".join(f"{n}: {o.type}" for n, o in definition.outputs.items()) or "(output node)"
-        print(f"  {definition.name} -> {outputs}")
+        _say(f"  {definition.name} -> {outputs}")
         for name, spec in definition.inputs.items():
             default = "" if spec.required else " (optional)" if spec.default in (None, REQUIRED) else f" = {spec.default!r}"
-            print(f"      {name}: {spec.type}{default}")
+            _say(f"      {name}: {spec.type}{default}")
     for pack, error in registry.plugin_errors.items():
-        print(f"\nnode pack {pack} failed to load:\n{error}", file=sys.stderr)
+        _say(f"\nnode pack {pack} failed to load:\n{error}", err=True, raw=True)
     return OK
 
 
 def _schema(args) -> int:
-    print(json.dumps(fileformat.json_schema(), indent=2))
+    _say(json.dumps(fileformat.json_schema(), indent=2), raw=True)
     return OK
 
 
@@ -163,50 +184,46 @@ def _load(args) -> Graph:
     for name in registry.rewrites:
         if getattr(args, name.replace("-", "_"), False):
             for note in registry.apply_rewrite(name, graph):
-                print(f"{name}: {note}", file=sys.stderr)
+                _say(f"{name}: {note}", err=True)
     for assignment in args.set:
-        _apply_set(graph, assignment)
+        apply_assignment(graph, assignment)
     return graph
-
-
-def _apply_set(graph: Graph, assignment: str) -> None:
-    target, equals, text = assignment.partition("=")
-    node_id, dot, name = target.rpartition(".")
-    if not equals or not dot:
-        raise UsageError(f"--set {assignment!r}: expected NODE.INPUT=VALUE")
-    if node_id not in graph:
-        raise UsageError(f"--set {assignment!r}: there is no node {node_id!r} (nodes: {', '.join(graph)})")
-    definition = registry.get(graph.type_of(node_id))
-    spec = definition.inputs.get(name) if definition else None
-    if spec is None:
-        known = ", ".join(definition.inputs) if definition else "unknown node type"
-        raise UsageError(f"--set {assignment!r}: {node_id} has no input {name!r} (inputs: {known})")
-    try:
-        value = T.parse_literal(spec.type, text)
-    except ValueError as error:
-        raise UsageError(f"--set {assignment!r}: {node_id}.{name} takes {spec.type}: {error}") from None
-    graph.set_input(node_id, name, value)
 
 
 def _print_problems(problems, as_json: bool) -> None:
     if as_json:
-        print(json.dumps([p.to_json() for p in problems], indent=2))
+        _say(json.dumps([p.to_json() for p in problems], indent=2), raw=True)  # JSON escapes control characters
     else:
         for problem in problems:
-            print(problem)
+            _say(str(problem))
 
 
 def _print_summary(result) -> None:
-    print(f"done in {result.duration:.2f} s: {len(result.executed)} node run(s), {len(result.cached)} cached", file=sys.stderr)
+    _say(f"done in {result.duration:.2f} s: {len(result.executed)} node run(s), {len(result.cached)} cached", err=True)
     for node_id, seeds in result.seeds.items():
         for name, value in seeds.items():
-            print(f"  {node_id}.{name}: random seed {value}", file=sys.stderr)
+            _say(f"  {node_id}.{name}: random seed {value}", err=True)
     for failure in result.failures:
-        print(f"  failed: item {failure.item} ({failure.label}): {failure.error}", file=sys.stderr)
+        _say(f"  failed: item {failure.item} ({failure.label}): {failure.error}", err=True)
     for node_id, value in result.outputs.items():
         for summary in value if isinstance(value, list) else [value]:
             for path in (summary or {}).get("files", []) if isinstance(summary, dict) else []:
-                print(path)
+                _say(path)
+
+
+# Characters a terminal acts on (escape sequences, line breaks that fake extra lines, bidirectional
+# overrides) and lone surrogates (bytes that were not UTF-8); anything read from a file may hold them.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def printable(text: str) -> str:
+    """`text` on one line, with every character a terminal would act on written as an escape."""
+    return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape", "backslashreplace").decode(), text)
+
+
+def _say(text: str, err: bool = False, raw: bool = False) -> None:
+    """Print one line (or, `raw`, text nodegraph made itself) to stdout, or stderr with `err`."""
+    print(text if raw else printable(text), file=sys.stderr if err else sys.stdout)
 
 
 class _Progress:
@@ -221,21 +238,22 @@ class _Progress:
         item = f"[{event['label']}] " if "label" in event else ""
         if kind == "node_start":
             self.close()
-            print(f"{item}{node_id} ({event['type']})", file=sys.stderr)
+            _say(f"{item}{node_id} ({event['type']})", err=True)
         elif kind == "progress":
             if self._bar is None or self._node != node_id:
                 from tqdm import tqdm
 
                 self.close()
                 # disable=None: bars only on a terminal, not in logs
-                self._bar = tqdm(total=event["max"], desc=f"{item}{node_id}", leave=False, file=sys.stderr, disable=None)
+                self._bar = tqdm(total=event["max"], desc=printable(f"{item}{node_id}"), leave=False, file=sys.stderr,
+                                 disable=None)
                 self._node = node_id
             self._bar.total = event["max"]
             self._bar.n = event["value"]
             self._bar.refresh()
         elif kind == "error" and "item" in event:
             self.close()
-            print(f"{item}error: {event['message']}", file=sys.stderr)
+            _say(f"{item}error: {event['message']}", err=True)
         elif kind == "node_done":
             self.close()
 

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from .errors import Interrupted
 
 
+MAX_IMAGE_PIXELS = 8192 * 8192
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    """Settings of one run that are not part of the graph (and so not of any cache key)."""
+    """Settings of one run that are not part of the graph. A node whose result depends on
+    one declares it (`reads_options`), and only that node's key includes it."""
 
     device: str = "auto"  # auto | cpu | cuda | mps
-    output_dir: Path = field(default_factory=lambda: Path("outputs"))
+    output_dir: Path = Path("outputs")  # a str is taken as a Path
+    # Larger images are refused before they are decoded: a small file can hold a huge image.
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+
+    def __post_init__(self):
+        object.__setattr__(self, "output_dir", Path(self.output_dir))
 
 
 @dataclass(frozen=True)
@@ -37,10 +46,13 @@ class NodeContext:
         cancelled: threading.Event,
         workflow: Callable[[], str],
         item: ItemInfo | None = None,
+        identities: dict[str, str] | None = None,
     ):
         self.node_id = node_id
         self.options = options
         self.item = item
+        # node id -> identity of what it reads from outside the graph (its fingerprint)
+        self.identities = identities or {}
         self._emit = emit
         self._cancelled = cancelled
         self._workflow = workflow

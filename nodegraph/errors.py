@@ -30,8 +30,13 @@ class NodegraphError(Exception):
     """Base of every error this library raises on purpose."""
 
 
+class UsageError(NodegraphError):
+    """The library (or the command line) was called in a way it cannot serve; the message says
+    what to do instead."""
+
+
 class GraphFileError(NodegraphError):
-    """A graph file (or bytes claiming to be one) could not be read."""
+    """A graph file (or bytes claiming to be one) could not be read, or a graph file not written."""
 
     def __init__(self, problems: list[Problem]):
         self.problems = problems

@@ -13,6 +13,7 @@ failing item is reported without stopping the others.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import traceback
@@ -20,10 +21,12 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import networkx as nx
+
 from . import fileformat
 from .cache import MISSING, ResultCache
 from .context import ItemInfo, NodeContext, RunOptions
-from .errors import Interrupted, NodeExecutionError, NodegraphError, Problem, ValidationError
+from .errors import Interrupted, NodeExecutionError, NodegraphError, Problem, UsageError, ValidationError
 from .graph import Graph, Link
 from .node import REQUIRED, StreamItem
 from .plan import Plan, item_key, node_key, replan, resolve_random_seeds
@@ -64,17 +67,16 @@ class Executor:
         self.on_event = on_event
         self._cancelled = threading.Event()
         self._plans: dict[int, tuple[weakref.ref, Plan]] = {}
-        self._options = RunOptions()
 
     def cancel(self) -> None:
         """Stop the current run at the next node or diffusion step."""
         self._cancelled.set()
 
-    def plan(self, graph: Graph) -> Plan:
+    def plan(self, graph: Graph, options: RunOptions | None = None) -> Plan:
         """Validate and key the graph, re-using the previous plan where edits did not reach."""
         remembered = self._plans.get(id(graph))
         previous = remembered[1] if remembered and remembered[0]() is graph else None
-        current = replan(previous, graph, self.registry)
+        current = replan(previous, graph, self.registry, options)
         self._plans = {k: v for k, v in self._plans.items() if v[0]() is not None}
         self._plans[id(graph)] = (weakref.ref(graph), current)
         return current
@@ -87,20 +89,23 @@ class Executor:
         on_event: EventCallback | None = None,
         options: RunOptions | None = None,
     ) -> RunResult:
-        """Run the graph (or only the nodes needed by `outputs`); raises ValidationError,
-        NodeExecutionError or Interrupted."""
+        """Run the graph (or only the nodes needed by `outputs`, a list of node ids); raises
+        ValidationError, NodeExecutionError or Interrupted."""
         self._cancelled.clear()
+        if not isinstance(graph, Graph):
+            raise UsageError(f"run() takes a nodegraph.Graph, got {type(graph).__name__}; "
+                             "load one with nodegraph.load(path)")
+        if outputs is not None and (isinstance(outputs, str) or not all(isinstance(t, str) for t in outputs)):
+            raise UsageError(f"outputs is a list of node ids, e.g. [\"save\"], got {outputs!r}")
         options = options or RunOptions()
-        if options != self._options:  # results may depend on the device or the output folder
-            self.cache.clear()
-            self._options = options
-        current = self.plan(graph)
+        current = self.plan(graph, options)
         resolve_random_seeds(graph, current)
         targets = list(outputs) if outputs is not None else current.outputs
         unknown = [t for t in targets if t not in current.index]
         if unknown:
             raise ValidationError([Problem(t, None, "run.unknown_output", f"there is no node {t!r} to run")
                                    for t in unknown])
+        _check_output_dir(graph, current, targets)
         run = _Run(self, graph, current, on_event or self.on_event, options)
         return run.execute(targets)
 
@@ -183,7 +188,7 @@ class _Run:
                 continue  # computed outside this set of nodes
             if key not in values:
                 hit = cache.get(key)
-                if hit is MISSING:
+                if hit is MISSING or not _effect_present(plan.definitions[node_id], hit):
                     to_run[node_id] = key
                     stack.extend(graph.nx.predecessors(node_id))
                     continue
@@ -258,7 +263,7 @@ class _Run:
                 kwargs[name] = value
             if definition.takes_context:
                 kwargs["ctx"] = NodeContext(node_id, self.options, self.emit or _ignore, self.cancelled,
-                                            self.workflow, item)
+                                            self.workflow, item, self.plan.fingerprints)
             self._send("node_start", node_id, item=item, type=definition.name)
             started = time.perf_counter()
             returned = definition.function(**kwargs)
@@ -297,6 +302,32 @@ class _Run:
 
 def _ignore(message: dict) -> None:
     pass
+
+
+def _effect_present(definition, result: Any) -> bool:
+    """Whether a cached result may stand: for a node with side effects, only while its effect does."""
+    if not definition.side_effects:
+        return True
+    return definition.effect_present is not None and definition.effect_present(result)
+
+
+def _check_output_dir(graph: Graph, current: Plan, targets: list[str]) -> None:
+    """Refuse an output folder that cannot be written before anything runs, not after every node did."""
+    needed = set(targets).union(*(nx.ancestors(graph.nx, t) for t in targets))
+    writers = [n for n in current.order if n in needed and "output_dir" in current.definitions[n].reads_options]
+    if not writers:
+        return
+    folder = current.options.output_dir
+    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        reason = f"{existing} is a file, not a folder"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        reason = f"{existing} is not writable"
+    else:
+        return
+    raise ValidationError([Problem(writers[0], None, "output.unwritable",
+                                   f"cannot write to the output folder {folder}: {reason}",
+                                   hint="choose an output folder you may write to (--out DIR, or RunOptions.output_dir)")])
 
 
 class _Overlay(dict):

@@ -14,19 +14,24 @@ GraphFileError, with line and column for malformed JSON.
 from __future__ import annotations
 
 import io
+import json
 import os
 import re
+import stat
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import msgspec
 
+from . import pngtext
 from .atomic import write_file
 from .errors import GraphFileError, Problem
 from .graph import Graph, Link, gc_paused
 
 FORMAT_VERSION = 1
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = pngtext.SIGNATURE
+MAX_GRAPH_BYTES = 64 << 20
+MAX_NESTING = 64  # levels of lists and objects in a literal input, or in the ui block
 PNG_GRAPH_KEY = "nodegraph"  # PNG text chunk holding the graph file, written by Save
 PNG_COMFY_KEY = "prompt"  # ComfyUI's chunk: an API-format prompt
 
@@ -64,25 +69,57 @@ _link_decoder = msgspec.json.Decoder(LinkJSON)
 def load(path: str | os.PathLike) -> Graph:
     """Read a graph file, a ComfyUI API prompt, or a PNG that Save wrote."""
     try:
-        data = Path(path).read_bytes()
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, /dev/zero never end
+            raise _unreadable(path, "it is not a regular file")
+        with open(path, "rb") as file:
+            if file.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE:
+                file.seek(0)
+                return _graph_from_png(file)
+            file.seek(0)
+            data = file.read(MAX_GRAPH_BYTES + 1)
     except OSError as error:
-        raise GraphFileError([Problem(None, None, "file.unreadable", f"cannot read {path}: {error.strerror}")])
+        raise _unreadable(path, error.strerror or str(error)) from None
+    except ValueError:  # os.stat refuses a NUL character in the path
+        raise _unreadable(path, "the path holds a NUL character") from None
+    if len(data) > MAX_GRAPH_BYTES:
+        raise _unreadable(path, f"it is larger than {MAX_GRAPH_BYTES >> 20} MB, the most a graph file may be")
     return loads(data)
+
+
+def _unreadable(path, reason: str) -> GraphFileError:
+    return GraphFileError([Problem(None, None, "file.unreadable", f"cannot read {os.fsdecode(path)!r}: {reason}",
+                                   hint="give a graph file (.json) or a PNG written by a Save node")])
 
 
 def loads(data: bytes | str) -> Graph:
     """Parse graph-file bytes (or text); raises only GraphFileError."""
     if isinstance(data, str):
-        data = data.encode("utf-8", "surrogatepass")
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError as error:
+            raise GraphFileError([Problem(None, None, "file.not_utf8", f"character {error.start} of the text is a lone "
+                                          f"surrogate ({error.object[error.start]!r}), which is not Unicode text",
+                                          hint="read graph files as UTF-8 (or pass their bytes)")]) from None
     if data.startswith(PNG_SIGNATURE):
-        return _loads_png(data)
+        return _graph_from_png(io.BytesIO(data))
     try:
         with gc_paused():
-            return _to_graph(_decoder.decode(data))
+            return _decode(data)
+    except UnicodeDecodeError:
+        raise GraphFileError([_not_utf8(data)]) from None
+    except RecursionError:
+        raise GraphFileError([_too_deep()]) from None
+
+
+def _decode(data: bytes) -> Graph:
+    try:
+        document = _decoder.decode(data)
     except msgspec.ValidationError as error:
         return _loads_other_format(data, error)
     except msgspec.DecodeError as error:
         raise GraphFileError([_malformed(data, error)]) from None
+    _reject_duplicate_keys(data, document)
+    return _to_graph(document)
 
 
 def _loads_other_format(data: bytes, error: msgspec.ValidationError) -> Graph:
@@ -94,6 +131,7 @@ def _loads_other_format(data: bytes, error: msgspec.ValidationError) -> Graph:
     if isinstance(raw, dict) and "nodegraph" not in raw:
         prompt = raw.get("prompt") if isinstance(raw.get("prompt"), dict) else raw
         if prompt and all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
+            _reject_duplicate_keys(data, None)
             return from_comfy(prompt)
     problems = []
     if isinstance(raw, dict) and isinstance(raw.get("nodes"), dict):
@@ -116,9 +154,56 @@ def _to_graph(document: GraphJSON) -> Graph:
                     problems.append(_bad_link(node_id, name, value))
                 inputs[name] = link
         nodes[node_id] = (spec.type, inputs)
+    return _graph(nodes, document.ui, problems)
+
+
+def _graph(nodes: dict[str, tuple[str, dict[str, Any]]], ui: Any, problems: list[Problem]) -> Graph:
+    """The graph of decoded nodes, unless a problem was found or a literal is nested too deeply."""
+    for node_id, (_, inputs) in nodes.items():
+        problems.extend(_too_deep(node_id, name) for name, value in inputs.items()
+                        if type(value) in (list, dict) and _nested_deeper(value, MAX_NESTING))
+    if ui is not None and _nested_deeper(ui, MAX_NESTING):
+        problems.append(_too_deep())
     if problems:
         raise GraphFileError(problems)
-    return Graph.from_nodes(nodes, ui=document.ui)
+    return Graph.from_nodes(nodes, ui=ui)
+
+
+def _nested_deeper(value: Any, limit: int) -> bool:
+    """True if lists and objects nest more than `limit` levels in `value` (without recursing)."""
+    level = [value]
+    for _ in range(limit):
+        level = [child for v in level if type(v) in (list, dict) for child in (v.values() if type(v) is dict else v)]
+        if not level:
+            return False
+    return any(type(v) in (list, dict) for v in level)
+
+
+def _too_deep(node: str | None = None, name: str | None = None) -> Problem:
+    return Problem(node, name, "json.too_deep", f"lists and objects are nested more than {MAX_NESTING} levels deep",
+                   hint="a literal input is a number, a string, or a shallow list or object")
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _reject_duplicate_keys(data: bytes, document: GraphJSON | None) -> None:
+    """JSON decoders keep the last of repeated keys: a repeated node id would silently drop a node."""
+
+    def check(pairs: list) -> None:
+        if len(pairs) != len({key for key, _ in pairs}):
+            seen: set = set()
+            raise _DuplicateKey(next(key for key, _ in pairs if key in seen or seen.add(key)))
+
+    try:
+        json.loads(data, object_pairs_hook=check)
+    except _DuplicateKey as duplicate:
+        key = duplicate.args[0]
+        node = key if document is not None and key in document.nodes else None
+        what = f"node id {key!r}" if node is not None else f"the key {key!r}"
+        raise GraphFileError([Problem(node, None, "json.duplicate_key", f"{what} appears twice in one JSON object",
+                                      hint="give every node (and every input of a node) a name of its own")]) from None
 
 
 def _as_link(value: dict) -> Link | None:
@@ -145,6 +230,19 @@ def _malformed(data: bytes, error: msgspec.DecodeError) -> Problem:
     return Problem(None, None, "json.malformed", message, hint="fix the JSON syntax at that position")
 
 
+def _not_utf8(data: bytes) -> Problem:
+    try:
+        data.decode("utf-8")
+        offset = 0  # msgspec saw bad UTF-8 that a full decode does not: report the file as a whole
+    except UnicodeDecodeError as error:  # msgspec's own error counts from the string it was reading
+        offset = error.start
+    line = data.count(b"\n", 0, offset) + 1
+    column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+    return Problem(None, None, "file.not_utf8",
+                   f"byte 0x{data[offset]:02x} at line {line}, column {column} is not UTF-8 text",
+                   hint="graph files are UTF-8: save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+
+
 def _format_problem(error: msgspec.ValidationError, node: str | None = None) -> Problem:
     message = str(error)
     match = re.search(r" - at `\$(.*)`$", message)
@@ -159,13 +257,10 @@ def _format_problem(error: msgspec.ValidationError, node: str | None = None) -> 
     )
 
 
-def _loads_png(data: bytes) -> Graph:
-    from PIL import Image  # only PNG provenance needs pillow
-
+def _graph_from_png(stream: BinaryIO) -> Graph:
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            text = dict(getattr(image, "text", {}))
-    except Exception as error:
+        text = pngtext.read_text(stream)
+    except ValueError as error:
         raise GraphFileError([Problem(None, None, "png.unreadable", f"not a readable PNG: {error}")]) from None
     if PNG_GRAPH_KEY in text:
         return loads(text[PNG_GRAPH_KEY])
@@ -186,19 +281,27 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def from_comfy(prompt: dict[str, Any], registry=None) -> Graph:
-    """Import a ComfyUI API-format prompt: `{id: {"class_type", "inputs"}}`, links as `[id, index]`."""
+    """Import a ComfyUI API-format prompt: `{id: {"class_type", "inputs"}}`, links as `[id, index]`.
+    Raises GraphFileError, per node, where the prompt is not of that shape."""
     from .registry import registry as default_registry
 
     registry = registry or default_registry
-    graph = Graph()
+    nodes, problems = {}, []
     for node_id, spec in prompt.items():
-        inputs = {}
-        for name, value in (spec.get("inputs") or {}).items():
-            if _is_comfy_link(value):
-                value = Link(str(value[0]), _output_name(prompt, registry, str(value[0]), value[1]))
-            inputs[name] = value
-        graph.add(str(spec["class_type"]), id=str(node_id), **inputs)
-    return graph
+        node_id = str(node_id)
+        inputs = spec.get("inputs", {}) if isinstance(spec, dict) else None
+        if inputs is None:
+            inputs = {}
+        if not isinstance(spec, dict) or type(spec.get("class_type")) is not str or not isinstance(inputs, dict):
+            problems.append(Problem(node_id, None, "format.invalid",
+                                    f"a ComfyUI node is {{\"class_type\": <name>, \"inputs\": {{...}}}}, got {_short(spec)}",
+                                    hint="export the workflow with ComfyUI's \"Save (API)\""))
+            continue
+        nodes[node_id] = (spec["class_type"], {
+            name: Link(str(value[0]), _output_name(prompt, registry, str(value[0]), value[1]))
+            if _is_comfy_link(value) else value
+            for name, value in inputs.items()})
+    return _graph(nodes, None, problems)
 
 
 def _is_comfy_link(value: Any) -> bool:
@@ -255,7 +358,15 @@ def dumps(graph: Graph) -> str:
 def save(graph: Graph, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write atomically; an existing file is replaced only with `overwrite=True`."""
     path = Path(path)
-    write_file(dumps(graph).encode(), [path], overwrite=overwrite)
+    try:
+        write_file(dumps(graph).encode(), [path], overwrite=overwrite)
+    except FileExistsError:
+        raise GraphFileError([Problem(None, None, "file.exists", f"{str(path)!r} already exists",
+                                      hint="choose another name, or pass overwrite=True")]) from None
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise GraphFileError([Problem(None, None, "file.unwritable", f"cannot write {str(path)!r}: {reason}",
+                                      hint="save into a folder that exists and that you may write to")]) from None
     return path
 
 

@@ -18,6 +18,8 @@ from typing import Any, Iterator, NamedTuple
 
 import networkx as nx
 
+from .errors import UsageError
+
 _JOURNAL_LIMIT = 4096
 
 
@@ -122,9 +124,13 @@ class Graph:
 
     def add(self, node_type: str, /, *, id: str | None = None, **inputs: Any) -> NodeRef:
         """Add a node; returns a reference whose attributes link to its outputs."""
+        if type(node_type) is not str:
+            raise UsageError(f"a node type is a name such as \"LoadModel\", got {node_type!r}")
+        if id is not None and (type(id) is not str or not id):
+            raise UsageError(f"a node id is a non-empty string, got {id!r}")
         node_id = id if id is not None else self._fresh_id(node_type)
         if node_id in self.nx:
-            raise ValueError(f"node id {node_id!r} is already in the graph")
+            raise UsageError(f"node id {node_id!r} is already in the graph; choose another id, or leave it out")
         inputs = {name: _as_link(value) for name, value in inputs.items()}
         self.nx.add_node(node_id, type=node_type, inputs=inputs)
         for name, value in inputs.items():
@@ -139,7 +145,7 @@ class Graph:
 
     def set_input(self, node_id: str, name: str, value: Any) -> None:
         """Set a literal or link an input; an edit the next run re-plans cheaply."""
-        inputs = self.inputs_of(node_id)
+        inputs = self._inputs_to_edit(node_id, name)
         old = inputs.get(name)
         value = _as_link(value)
         structural = type(old) is Link or type(value) is Link
@@ -151,13 +157,17 @@ class Graph:
         self._record(node_id, structural)
 
     def remove_input(self, node_id: str, name: str) -> None:
-        old = self.inputs_of(node_id).pop(name)
+        inputs = self._inputs_to_edit(node_id, name)
+        if name not in inputs:
+            raise UsageError(f"node {node_id!r} has no input {name!r} set; set inputs: {', '.join(inputs) or 'none'}")
+        old = inputs.pop(name)
         if type(old) is Link:
             self._disconnect(old.node, node_id, name)
         self._record(node_id, structural=type(old) is Link)
 
     def remove(self, node_id: str) -> None:
         """Remove a node; links to it stay in its consumers and fail validation."""
+        self._require(node_id)
         for consumer in list(self.nx.successors(node_id)):
             self._waiting.setdefault(node_id, set()).add(consumer)
         for value in self.inputs_of(node_id).values():
@@ -180,6 +190,16 @@ class Graph:
         return changed
 
     # ---- internals -----------------------------------------------------------
+
+    def _require(self, node_id: str) -> None:
+        if node_id not in self.nx:
+            raise UsageError(f"there is no node {node_id!r} in the graph; nodes: {', '.join(map(str, self.nx)) or 'none'}")
+
+    def _inputs_to_edit(self, node_id: str, name: str) -> dict[str, Any]:
+        self._require(node_id)
+        if type(name) is not str:
+            raise UsageError(f"an input name is a string, got {name!r}")
+        return self.inputs_of(node_id)
 
     def _fresh_id(self, node_type: str) -> str:
         stem = node_type.lower()
@@ -215,7 +235,10 @@ class Graph:
 
 
 def _as_link(value: Any) -> Any:
-    """Pass values through, but refuse a NodeRef where a link to one of its outputs was meant."""
+    """Pass values through, but refuse a NodeRef where a link to one of its outputs was meant,
+    and a Link that names no node or output."""
     if isinstance(value, NodeRef):
-        raise TypeError(f"link to an output, e.g. {value.id}.image, not to the node {value.id!r} itself")
+        raise UsageError(f"link to an output, e.g. {value.id}.image, not to the node {value.id!r} itself")
+    if type(value) is Link and not (type(value.node) is str and type(value.output) is str):
+        raise UsageError(f"a Link names a node id and an output name, both strings, got {value!r}")
     return value

@@ -18,10 +18,11 @@ outputs, a summary (such as the files it wrote).
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from . import types as T
+from .context import RunOptions
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
 
@@ -41,6 +42,9 @@ class Input:
     max: float | None = None
     optional: bool = False
     expect: Callable[[Any], T.Type] | None = None
+    # The value names a local file or folder (or may: LoadModel's model). Provenance
+    # withholds such paths when they lead outside the working directory.
+    path: bool = False
 
     @property
     def required(self) -> bool:
@@ -84,9 +88,17 @@ class NodeDef:
     # (InputView) -> {output name: Type}: output types that depend on the inputs.
     # It may raise InputError, which validation reports against that input.
     infer: Callable[[Any], dict[str, T.Type]] | None = None
-    # (literal values) -> str: identity of what the node reads from outside the
-    # graph (file contents, model weights), folded into its cache key.
-    fingerprint: Callable[[dict[str, Any]], str] | None = None
+    # (literal values) -> str: identity of what the node reads from outside the graph (file
+    # contents, model weights), folded into its cache key and recorded as provenance. None:
+    # not known before the node runs (a path from a link); the node then never comes from the cache.
+    fingerprint: Callable[[dict[str, Any]], str | None] | None = None
+    # The node changes the world (writes files). It is never merged with an equal node, and
+    # its cached result stands only while `effect_present(result)` says the effect is still
+    # there (without that hook, it runs every time).
+    side_effects: bool = False
+    effect_present: Callable[[Any], bool] | None = None
+    # Fields of RunOptions the node's result depends on (LoadModel: device); they join its key.
+    reads_options: tuple[str, ...] = ()
     takes_context: bool = field(default=False)
 
     def to_json(self) -> dict:
@@ -108,6 +120,7 @@ class NodeDef:
             "version": self.version,
             "description": self.description,
             "output_node": self.output_node,
+            "side_effects": self.side_effects,
             "inputs": {name: input_json(spec) for name, spec in self.inputs.items()},
             "outputs": {name: {"type": T.to_json(o.type), "description": o.description, "stream": o.stream}
                         for name, o in self.outputs.items()},
@@ -125,7 +138,10 @@ def define(
     output_node: bool = False,
     description: str | None = None,
     infer: Callable[[Any], dict[str, T.Type]] | None = None,
-    fingerprint: Callable[[dict[str, Any]], str] | None = None,
+    fingerprint: Callable[[dict[str, Any]], str | None] | None = None,
+    side_effects: bool = False,
+    effect_present: Callable[[Any], bool] | None = None,
+    reads_options: tuple[str, ...] = (),
 ) -> NodeDef:
     """Check a declaration against its function and build the NodeDef."""
     outputs = outputs or {}
@@ -140,6 +156,11 @@ def define(
         )
     if not outputs and not output_node:
         raise TypeError(f"node {name}: a node needs outputs or output_node=True")
+    if effect_present is not None and not side_effects:
+        raise TypeError(f"node {name}: effect_present is for nodes with side_effects=True")
+    unknown_options = set(reads_options) - {f.name for f in fields(RunOptions)}
+    if unknown_options:
+        raise TypeError(f"node {name}: reads_options names {sorted(unknown_options)}, which RunOptions has not")
     for input_name, spec in inputs.items():
         if spec.default is REQUIRED:
             continue
@@ -157,5 +178,8 @@ def define(
         description=description if description is not None else inspect.getdoc(function) or "",
         infer=infer,
         fingerprint=fingerprint,
+        side_effects=side_effects,
+        effect_present=effect_present,
+        reads_options=tuple(reads_options),
         takes_context=takes_context,
     )

@@ -9,14 +9,17 @@ re-checks the edited nodes and re-keys only them and their descendants.
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 from hashlib import blake2b
+from pathlib import Path
 
 import msgspec
 import networkx as nx
 
 from . import types as T
+from .context import RunOptions
 from .errors import InputError, Problem, ValidationError
 from .graph import Graph, Link, gc_paused
 from .node import REQUIRED, NodeDef
@@ -35,6 +38,10 @@ class Plan:
     seeds: dict[tuple[str, str], int] = field(default_factory=dict)
     stream_of: dict[str, str] = field(default_factory=dict)  # node run per item -> the stream node
     outputs: list[str] = field(default_factory=list)  # output nodes, in order
+    options: RunOptions = field(default_factory=RunOptions)  # those that nodes declare they read join their keys
+    # node -> identity of what it reads from outside the graph, for nodes with a fingerprint;
+    # None where it cannot be known before the node runs (such a node is never taken from the cache)
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def order(self) -> list[str]:
@@ -45,7 +52,7 @@ class Plan:
         return self.checked.definitions
 
 
-def plan(graph: Graph, registry=None) -> Plan:
+def plan(graph: Graph, registry=None, options: RunOptions | None = None) -> Plan:
     """Validate the graph and key every node; raises ValidationError listing every problem."""
     from .registry import registry as default_registry
 
@@ -57,21 +64,23 @@ def plan(graph: Graph, registry=None) -> Plan:
         raise ValidationError(checked.problems)
     index = {node_id: i for i, node_id in enumerate(checked.order)}
     result = Plan(graph.revision, checked, index, {}, stream_of=stream_of,
-                  outputs=[n for n in checked.order if checked.definitions[n].output_node])
+                  outputs=[n for n in checked.order if checked.definitions[n].output_node],
+                  options=options or RunOptions())
     result.seeds = dict.fromkeys(_random_seed_inputs(graph, checked), 0)
     with gc_paused():
         _key_nodes(graph, result, checked.order)
     return result
 
 
-def replan(previous: Plan | None, graph: Graph, registry=None) -> Plan:
+def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptions | None = None) -> Plan:
     """The plan for `graph` as it is now, reusing `previous` where an edit did not reach."""
     from .registry import registry as default_registry
 
     registry = registry or default_registry
+    options = options or RunOptions()
     changed = graph.changes_since(previous.revision) if previous is not None else None
     if changed is None:
-        return plan(graph, registry)
+        return plan(graph, registry, options)
     checked = previous.checked
     for node_id in changed:
         before = checked.output_types.get(node_id)
@@ -79,13 +88,16 @@ def replan(previous: Plan | None, graph: Graph, registry=None) -> Plan:
         scratch = Checked(definitions={}, output_types=checked.output_types.copy())
         check_node(graph, node_id, registry, scratch)
         if scratch.problems or scratch.output_types.get(node_id) != before:
-            return plan(graph, registry)  # report every problem, or re-type what the change reached
+            return plan(graph, registry, options)  # report every problem, or re-type what the change reached
     seeds = {k: v for k, v in previous.seeds.items() if k[0] not in changed}
     for node_id in changed:
         seeds.update(dict.fromkeys(_random_seed_inputs(graph, checked, [node_id]), 0))
     result = Plan(graph.revision, checked, previous.index, dict(previous.keys), seeds,
-                  previous.stream_of, previous.outputs)
-    _key_nodes(graph, result, _with_descendants(graph, result, changed | _changed_outside(graph, result)))
+                  previous.stream_of, previous.outputs, options, dict(previous.fingerprints))
+    reached = changed | _changed_outside(graph, result)
+    if options != previous.options:
+        reached |= {n for n, definition in checked.definitions.items() if definition.reads_options}
+    _key_nodes(graph, result, _with_descendants(graph, result, reached))
     return result
 
 
@@ -95,9 +107,10 @@ def _changed_outside(graph: Graph, current: Plan) -> set[str]:
     for node_id, definition in current.checked.definitions.items():
         if definition.fingerprint is not None:
             try:
-                if node_key(graph, node_id, current, current.keys) != current.keys[node_id]:
+                now = fingerprint(graph, node_id, current)
+                if now is None or now != current.fingerprints.get(node_id):
                     moved.add(node_id)
-            except InputError:
+            except (InputError, OSError):
                 moved.add(node_id)  # re-keying it reports the problem
     return moved
 
@@ -133,31 +146,64 @@ def _with_descendants(graph: Graph, current: Plan, nodes) -> list[str]:
 
 
 def _key_nodes(graph: Graph, current: Plan, nodes: list[str]) -> None:
-    """(Re)compute the keys of `nodes`, given in topological order."""
-    problems = []
+    """(Re)compute the fingerprints and keys of `nodes`, given in topological order."""
+    problems, failed = [], set()
     for node_id in nodes:
+        if any(producer in failed for producer in graph.nx.predecessors(node_id)):
+            failed.add(node_id)  # it cannot be keyed; its producer's problem says why
+            continue
         try:
+            if current.checked.definitions[node_id].fingerprint is not None:
+                current.fingerprints[node_id] = fingerprint(graph, node_id, current)
             current.keys[node_id] = node_key(graph, node_id, current, current.keys)
         except InputError as error:
+            failed.add(node_id)
             problems.append(Problem(node_id, error.input, error.code, str(error), hint=error.hint))
+        except OSError as error:
+            failed.add(node_id)
+            problems.append(Problem(node_id, None, "file.unreadable", f"could not read {error.filename or 'a file'}: "
+                                    f"{error.strerror or error}", hint="check the paths this node is given"))
     if problems:
         raise ValidationError(problems)
 
 
-def node_key(graph: Graph, node_id: str, current: Plan, keys: dict[str, bytes]) -> bytes:
-    """The Merkle key of one node, given the keys of the nodes it reads from."""
+def fingerprint(graph: Graph, node_id: str, current: Plan) -> str | None:
+    """The node's fingerprint hook on its literal inputs: the identity of what it reads from outside,
+    or None if that is known only when it runs (e.g. a file whose path comes from a link)."""
+    definition = current.checked.definitions[node_id]
+    return definition.fingerprint(dict(_literals(graph, node_id, current)))
+
+
+def _literals(graph: Graph, node_id: str, current: Plan) -> list[tuple[str, object]]:
+    """The node's literal inputs as it runs: defaults filled in, random seeds resolved."""
     definition, seeds = current.checked.definitions[node_id], current.seeds
     inputs = graph.inputs_of(node_id)
-    literals, links = [], []
+    literals = []
     for name, spec in definition.inputs.items():
         value = inputs.get(name, spec.default)
-        if type(value) is Link:
-            links.append((name, keys[value.node], value.output))
-        elif value is not REQUIRED:
+        if type(value) is not Link and value is not REQUIRED:
             literals.append((name, seeds.get((node_id, name), value) if seeds else value))
-    fingerprint = definition.fingerprint(dict(literals)) if definition.fingerprint is not None else None
-    signature = (definition.name, definition.version, literals, links, fingerprint)
+    return literals
+
+
+def node_key(graph: Graph, node_id: str, current: Plan, keys: dict[str, bytes]) -> bytes:
+    """The Merkle key of one node, given the keys of the nodes it reads from."""
+    definition = current.checked.definitions[node_id]
+    links = [(name, keys[value.node], value.output) for name, value in graph.inputs_of(node_id).items()
+             if type(value) is Link]
+    options = [(name, _option_identity(getattr(current.options, name))) for name in definition.reads_options]
+    # Nodes with side effects are never merged: each one's own effect is what was asked for.
+    own = node_id if definition.side_effects else None
+    outside = current.fingerprints.get(node_id)
+    if outside is None and node_id in current.fingerprints:
+        outside = secrets.token_hex(16)  # unknown until it runs: a key no earlier result has
+    signature = (definition.name, definition.version, _literals(graph, node_id, current), sorted(links),
+                 outside, options, own)
     return blake2b(_encode(signature), digest_size=16).digest()
+
+
+def _option_identity(value: object) -> object:
+    return os.path.abspath(value) if isinstance(value, Path) else value
 
 
 def item_key(stream_definition: NodeDef, item) -> bytes:

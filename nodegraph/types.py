@@ -7,6 +7,7 @@ VAE family cannot reach a node that expects another.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 
@@ -186,8 +187,12 @@ def literal_problem(t: Type, value: object) -> str | None:
     if t == INT:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif t == FLOAT:
+        if isinstance(value, float) and not math.isfinite(value):
+            return "a finite number (not NaN or infinity)"
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     elif t == STRING:
+        if isinstance(value, str) and not is_unicode(value):
+            return "text in valid Unicode (it holds bytes that are not UTF-8)"
         ok = isinstance(value, str)
     elif t == BOOL:
         ok = isinstance(value, bool)
@@ -196,7 +201,7 @@ def literal_problem(t: Type, value: object) -> str | None:
             return None
         ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX
         if not ok:
-            return f"a seed is an integer from 0 to {SEED_MAX}, or \"random\""
+            return f"a seed: an integer from 0 to {SEED_MAX}, or \"random\""
     elif isinstance(t, Choice):
         return None if value in t.options else "one of " + ", ".join(map(repr, t.options))
     elif isinstance(t, OneOf):
@@ -205,6 +210,16 @@ def literal_problem(t: Type, value: object) -> str | None:
     else:
         return f"a link from another node's output ({t} cannot be written inline)"
     return None if ok else f"a literal of type {t}"
+
+
+def is_unicode(text: str) -> bool:
+    """False for text holding lone surrogates: bytes that were not UTF-8, smuggled in by
+    Python's surrogateescape (file names, command-line arguments)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_literal(t: Type, text: str) -> object:

@@ -8,6 +8,7 @@ from the wrong model family is caught without loading a single weight.
 from __future__ import annotations
 
 import difflib
+import reprlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
@@ -195,6 +196,11 @@ def _run_hook(hook, view: InputView, node_id: str, name: str | None, problems: l
         return hook(view)
     except InputError as error:
         problems.append(Problem(node_id, error.input or name, error.code, str(error), hint=error.hint))
+    except OSError as error:  # the node read a file it was pointed at: the user's file, not the node's bug
+        what = f"{error.filename}: " if error.filename else ""
+        problems.append(Problem(node_id, name, "file.unreadable",
+                                f"could not read {what}{error.strerror or error}",
+                                hint="check the paths this node is given, and that you may read them"))
     except Exception as error:  # a buggy node pack must not take validation down
         problems.append(Problem(node_id, name, "node.check_failed",
                                 f"the node's type check failed: {type(error).__name__}: {error}",
@@ -224,6 +230,10 @@ def _did_you_mean(names: Iterable[str]) -> str | None:
     return "did you mean " + " or ".join(map(repr, names)) + "?" if names else None
 
 
+_REPR = reprlib.Repr()  # bounded, however deeply a value nests
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+
+
 def _show(value: Any, limit: int = 60) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import secrets
+import re
+import stat
+from collections import Counter
 from pathlib import Path
 
 from nodegraph import types as T
@@ -23,6 +25,7 @@ MASK_CHANNELS = ("luminance", "alpha", "red", "green", "blue")
 RESIZE_MODES = ("stretch", "fit", "fill")
 RESAMPLE_METHODS = ("bicubic", "bilinear", "area", "nearest")
 MAX_SIDE = 16384
+MAX_PATTERN_LENGTH = 255
 
 
 # ---- files ---------------------------------------------------------------------------
@@ -38,35 +41,59 @@ def file_hash(path: str | os.PathLike) -> str:
 
 
 def check_file(input_name: str, path: str) -> Path:
-    """The path as a file that exists, or an InputError saying what is there instead."""
-    file = Path(path)
-    if not file.exists():
-        raise InputError(input_name, f"{path} does not exist", code="file.not_found",
-                         hint=f"relative paths are read from the current directory ({os.getcwd()})")
-    if not file.is_file():
+    """The path as a regular file that exists, or an InputError saying what is there instead."""
+    mode = _mode(input_name, path, "an image file")
+    if stat.S_ISDIR(mode):
         raise InputError(input_name, f"{path} is a folder, not an image file", code="file.not_a_file",
                          hint="use LoadImages to read every image in a folder")
-    return file
+    if not stat.S_ISREG(mode):  # a pipe would block a read, a device never end it
+        raise InputError(input_name, f"{path} is not a regular file (a device, pipe or socket)",
+                         code="file.not_a_file", hint="give the path of an image file")
+    return Path(path)
 
 
 def check_folder(input_name: str, path: str) -> Path:
-    folder = Path(path)
-    if not folder.is_dir():
-        problem = "is a file, not a folder" if folder.exists() else "does not exist"
-        raise InputError(input_name, f"{path} {problem}", code="folder.not_found",
-                         hint=f"relative paths are read from the current directory ({os.getcwd()})")
-    return folder
+    if not stat.S_ISDIR(_mode(input_name, path, "a folder", missing="folder.not_found")):
+        raise InputError(input_name, f"{path} is a file, not a folder", code="folder.not_found",
+                         hint="give the folder that holds the images; LoadImage reads a single file")
+    return Path(path)
 
 
-def read_image(input_name: str, path: str | os.PathLike):
-    """Decode an image file into a loaded PIL image, EXIF orientation applied."""
+def _mode(input_name: str, path: str, what: str, missing: str = "file.not_found") -> int:
+    """The file mode of `path`, or an InputError (code `missing` if nothing is there) if there is
+    nothing readable there."""
+    if not path:
+        raise InputError(input_name, f"no path given: expected {what}", code=missing, hint=f"give the path of {what}")
+    try:
+        return os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(input_name, f"{path} does not exist", code=missing,
+                         hint=f"relative paths are read from the current directory ({os.getcwd()})") from None
+    except (OSError, ValueError) as error:  # ValueError: a NUL character in the path
+        reason = getattr(error, "strerror", None) or str(error)
+        raise InputError(input_name, f"cannot read {path[:200]}: {reason}", code="file.unreadable",
+                         hint=f"give the path of {what}") from None
+
+
+def read_image(input_name: str, path: str | os.PathLike, max_pixels: int):
+    """Decode an image file into a loaded PIL image, EXIF orientation applied. Images larger than
+    `max_pixels` are refused from their header, before their pixels are decoded."""
     from PIL import Image, ImageOps
 
     file = check_file(input_name, str(path))
     try:
         with Image.open(file) as opened:
+            width, height = opened.size
+            if width * height > max_pixels:
+                raise InputError(input_name, f"{path} is {width}x{height} pixels ({width * height / 1e6:.0f} "
+                                 f"megapixels), more than the {max_pixels / 1e6:.0f} megapixels a run may decode",
+                                 code="image.too_large",
+                                 hint="shrink the image, or raise the limit (--max-image-pixels, "
+                                      "RunOptions.max_image_pixels) if you trust the file")
             opened.load()
             return ImageOps.exif_transpose(opened)
+    except InputError:
+        raise
     except PermissionError:
         raise InputError(input_name, f"cannot read {path}: permission denied", code="file.unreadable") from None
     except Exception as error:  # pillow's decoders raise many types (SyntaxError, ValueError, ...)
@@ -86,13 +113,10 @@ def _path_exists(view, input_name: str) -> dict:
     return {}
 
 
-def _literal_file_hash(literals: dict, input_name: str) -> str:
-    """fingerprint: the file's content hash; a path that comes from a link cannot be known
-    when planning, so it gets a fresh token and the node always re-runs."""
+def _literal_file_hash(literals: dict, input_name: str) -> str | None:
+    """fingerprint: the file's content hash; None (unknown until it runs) for a path from a link."""
     path = literals.get(input_name)
-    if path is None:
-        return secrets.token_hex(16)
-    return file_hash(check_file(input_name, path))
+    return None if path is None else file_hash(check_file(input_name, path))
 
 
 # ---- PIL <-> tensor --------------------------------------------------------------------
@@ -152,7 +176,7 @@ def image_to_pils(image) -> list:
 @node(
     "LoadImage",
     category="image",
-    inputs={"path": Input(T.STRING, "Image file to load (PNG, JPEG, WebP, ...)")},
+    inputs={"path": Input(T.STRING, "Image file to load (PNG, JPEG, WebP, ...)", path=True)},
     outputs={
         "image": Output(T.IMAGE, "The image, EXIF orientation applied"),
         "mask": Output(T.MASK, "From the alpha channel: transparent = 1 = repaint; all zeros without alpha"),
@@ -160,9 +184,9 @@ def image_to_pils(image) -> list:
     infer=lambda view: _path_exists(view, "path"),
     fingerprint=lambda literals: _literal_file_hash(literals, "path"),
 )
-def load_image(path):
+def load_image(path, ctx):
     """Load an image file; its alpha channel, if any, becomes the mask."""
-    picture = read_image("path", path)
+    picture = read_image("path", path, ctx.options.max_image_pixels)
     return pil_to_image(picture), pil_to_mask(picture, "alpha")
 
 
@@ -170,7 +194,7 @@ def load_image(path):
     "LoadMask",
     category="image",
     inputs={
-        "path": Input(T.STRING, "Image file holding the mask"),
+        "path": Input(T.STRING, "Image file holding the mask", path=True),
         "channel": Input(T.Choice(*MASK_CHANNELS), "Which channel is the mask: white (or transparent, "
                          "for alpha) = repaint", default="luminance"),
         "invert": Input(T.BOOL, "Swap what is repainted and what is kept", default=False),
@@ -179,29 +203,45 @@ def load_image(path):
     infer=lambda view: _path_exists(view, "path"),
     fingerprint=lambda literals: _literal_file_hash(literals, "path"),
 )
-def load_mask(path, channel, invert):
+def load_mask(path, channel, invert, ctx):
     """Load a mask from one channel of an image file."""
-    mask = pil_to_mask(read_image("path", path), channel)
+    mask = pil_to_mask(read_image("path", path, ctx.options.max_image_pixels), channel)
     return 1.0 - mask if invert else mask
 
 
-def _folder_exists(view) -> dict:
-    folder = view.value("folder")
+def _check_folder_and_pattern(view) -> dict:
+    folder, pattern = view.value("folder"), view.value("pattern")
     if folder is not None:
         check_folder("folder", folder)
+    if pattern is not None:
+        check_pattern(pattern)
     return {}
 
 
-def _folder_listing(literals: dict) -> str:
+def check_pattern(pattern: str) -> None:
+    """A glob pattern must name files inside the folder: no absolute path, no way up."""
+    if not pattern:
+        raise InputError("pattern", "expected a glob pattern such as *.png, got an empty one", code="pattern.invalid",
+                         hint="use * to read every image")
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise InputError("pattern", f"expected a glob pattern of at most {MAX_PATTERN_LENGTH} characters, got "
+                         f"{len(pattern)}", code="pattern.invalid", hint="use a shorter pattern, such as *.png")
+    parts = pattern.replace("\\", "/").split("/")
+    if pattern.startswith(("/", "\\", "~")) or re.match(r"[A-Za-z]:", pattern) or ".." in parts:
+        raise InputError("pattern", f"the pattern {pattern!r} leads outside the folder", code="pattern.outside_folder",
+                         hint="set `folder` to the folder to read, and `pattern` to file names in it, e.g. *.png")
+
+
+def _folder_listing(literals: dict) -> str | None:
     """fingerprint: names, sizes and modification times, so added or changed files re-run."""
     folder = literals.get("folder")
     if folder is None:
-        return secrets.token_hex(16)
+        return None
     root = check_folder("folder", folder)
     digest = hashlib.sha256()
     for file in image_files(root, literals.get("pattern", "*"), literals.get("recursive", False)):
-        stat = file.stat()
-        digest.update(f"{file.relative_to(root).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        status = file.stat()
+        digest.update(os.fsencode(file.relative_to(root)) + f"\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -209,22 +249,24 @@ def _folder_listing(literals: dict) -> str:
     "LoadImages",
     category="image",
     inputs={
-        "folder": Input(T.STRING, "Folder of images"),
-        "pattern": Input(T.STRING, "Glob pattern of the file names to read, e.g. *.png", default="*"),
+        "folder": Input(T.STRING, "Folder of images", path=True),
+        "pattern": Input(T.STRING, "Glob pattern of the file names to read, e.g. *.png; it stays inside the folder",
+                         default="*"),
         "recursive": Input(T.BOOL, "Also read the folder's subfolders", default=False),
     },
     outputs={"image": Output(T.IMAGE, "One image at a time, in sorted file-name order", stream=True)},
-    infer=_folder_exists,
+    infer=_check_folder_and_pattern,
     fingerprint=_folder_listing,
 )
-def load_images(folder, pattern, recursive):
+def load_images(folder, pattern, recursive, ctx):
     """Stream every image of a folder: what follows runs once per image, and an
     unreadable file fails only its own item."""
     files = image_files(check_folder("folder", folder), pattern, recursive)
     if not files:
         raise InputError("folder", f"no image files match {pattern!r} in {folder}", code="folder.empty",
                          hint="image files end in " + ", ".join(sorted(IMAGE_SUFFIXES)))
-    return (_stream_item(Path(folder), file) for file in files)
+    labels = item_labels(Path(folder), files)
+    return (_stream_item(file, label, ctx.options.max_image_pixels) for file, label in zip(files, labels))
 
 
 @node(
@@ -240,23 +282,45 @@ def item_name(image, ctx):
 
 def image_files(folder: Path, pattern: str, recursive: bool) -> list[Path]:
     """Image files (by suffix) matching the pattern, sorted by their path within the folder."""
-    matches = folder.rglob(pattern) if recursive else folder.glob(pattern)
+    check_pattern(pattern)
+    try:
+        matches = list(folder.rglob(pattern) if recursive else folder.glob(pattern))
+    except (OSError, ValueError, NotImplementedError) as error:
+        raise InputError("pattern", f"cannot list {pattern!r} in {folder}: {error}", code="pattern.invalid",
+                         hint="use a plain glob pattern such as *.png") from None
     files = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def _stream_item(folder: Path, file: Path) -> StreamItem:
-    relative = file.relative_to(folder)
-    # Files in subfolders are labelled with their relative path, so labels stay unique.
-    label = "-".join(relative.with_suffix("").parts)
+def item_labels(folder: Path, files: list[Path]) -> list[str]:
+    """One distinct, printable label per file: its path in the folder without the extension
+    (`cat`, `sub-cat`), with it where two files would share a label (`cat.png`, `cat.jpg`)."""
+    relative = [file.relative_to(folder) for file in files]
+    stems = [_printable("-".join(path.with_suffix("").parts)) for path in relative]
+    shared = {stem for stem, count in Counter(stems).items() if count > 1}
+    labels = [_printable("-".join(path.parts)) if stem in shared else stem for stem, path in zip(stems, relative)]
+    seen: Counter = Counter()  # names that differ only in bytes that are not UTF-8
+    for index, label in enumerate(labels):
+        seen[label] += 1
+        if seen[label] > 1:
+            labels[index] = f"{label}~{seen[label]}"
+    return labels
+
+
+def _printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _stream_item(file: Path, label: str, max_pixels: int) -> StreamItem:
     try:
         content = file_hash(file)
     except OSError as error:  # the item fails when loaded; the listing goes on
         content = f"unreadable:{error.strerror}"
-    # The name is part of the key so that two files with the same contents are still two
+    # The label is part of the key so that two files with the same contents are still two
     # items, each with its own outputs (a cache hit would skip the second one's Save).
-    return StreamItem(key=f"{content}:{relative.as_posix()}", label=label,
-                      load=lambda: pil_to_image(read_image("folder", file)))
+    return StreamItem(key=f"{content}:{label}", label=label,
+                      load=lambda: pil_to_image(read_image("folder", file, max_pixels)))
 
 
 # ---- resizing ----------------------------------------------------------------------------

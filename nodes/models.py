@@ -11,7 +11,6 @@ graph at once; the weights load when the node runs.
 from __future__ import annotations
 
 import json
-import os
 import re
 import struct
 from pathlib import Path
@@ -89,6 +88,8 @@ _PIPELINE_FAMILIES = {
 def classify(model: str) -> tuple[str, str]:
     """(kind, what) for LoadModel's `model`: ("builtin", name), ("folder", path), ("file", path) or ("hub", id)."""
     text = model.strip()
+    if not text:
+        raise InputError("model", "no model given", code="model.not_found", hint=_NOT_FOUND_HINT)
     if text.startswith(BUILTIN_PREFIX):
         name = text[len(BUILTIN_PREFIX):]
         if name not in BUILTIN_FAMILIES:
@@ -96,14 +97,23 @@ def classify(model: str) -> tuple[str, str]:
                              hint="the builtins: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_FAMILIES))
         return "builtin", name
     path = Path(text).expanduser()
-    if path.is_dir():
-        return "folder", str(path)
-    if path.is_file():
-        return "file", str(path)
+    try:
+        if path.is_dir():
+            return "folder", str(path)
+        if path.is_file():
+            return "file", str(path)
+    except OSError as error:  # e.g. a name longer than the file system allows
+        raise InputError("model", f"{_short(text)} cannot be a model path: {error.strerror}", code="model.not_found",
+                         hint=_NOT_FOUND_HINT) from None
     if _HUB_ID.fullmatch(text) and not text.lower().endswith((".safetensors", *PICKLE_SUFFIXES)):
         return "hub", text
-    raise InputError("model", f"no model at {text!r}: there is no such file or folder", code="model.not_found",
+    raise InputError("model", f"no model at {_short(text)}: there is no such file or folder", code="model.not_found",
                      hint=_NOT_FOUND_HINT)
+
+
+def _short(text: str, limit: int = 120) -> str:
+    shown = repr(text)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
 
 
 def cached_hub_folder(repo_id: str) -> Path | None:
@@ -127,9 +137,11 @@ def detect_family(model: str, allow_pickle: bool = False) -> str | None:
     if kind == "builtin":
         return BUILTIN_FAMILIES[what]
     if kind == "folder":
-        for component in sorted(p for p in Path(what).rglob("*") if p.is_dir()):
-            weights.refuse_pickle_only(component, allow_pickle)
-        return folder_family(Path(what))
+        family = folder_family(Path(what))
+        for folder in _diffusers_folders(Path(what)).values():
+            for component in weights.component_folders(folder):
+                weights.refuse_pickle_only(component, allow_pickle)
+        return family
     if kind == "file":
         if what.lower().endswith(PICKLE_SUFFIXES):
             _refuse_pickle(what, allow_pickle)
@@ -149,11 +161,10 @@ def detect_family(model: str, allow_pickle: bool = False) -> str | None:
 def folder_family(folder: Path) -> str:
     """Family of a diffusers folder, from model_index.json and unet/config.json."""
     if _is_kandinsky_layout(folder):
+        for role_folder in _diffusers_folders(folder).values():
+            weights.read_model_index(role_folder)  # checks each is a sound model_index.json
         return KANDINSKY_FAMILY
-    index = _read_json(folder / "model_index.json")
-    if index is None:
-        raise InputError("model", f"{folder} is not a diffusers model folder: it has no model_index.json",
-                         code="model.unrecognized", hint=_NOT_FOUND_HINT)
+    index = weights.read_model_index(folder)
     pipeline = index.get("_class_name", "?")
     family = _PIPELINE_FAMILIES.get(pipeline)
     if family is None:
@@ -162,13 +173,19 @@ def folder_family(folder: Path) -> str:
                               "the SD x2 latent upscaler and the SD x4 upscaler")
     if family not in ("sd", "sdxl"):
         return family
-    unet = _read_json(folder / "unet" / "config.json") or {}
+    unet = _unet_config(folder)
     # noisy latents (4) + masked-image latents (4) + mask (1); the class name tells when the config is not cached
-    if unet.get("in_channels", 9 if "Inpaint" in pipeline else 4) == 9:
+    if unet.get("in_channels", 9 if "Inpaint" in str(pipeline) else 4) == 9:
         return f"{family}-inpaint"
-    if family == "sdxl" and index.get("text_encoder", [None])[0] is None:
+    text_encoder = index.get("text_encoder")
+    if family == "sdxl" and not (weights.is_component_spec(text_encoder) and text_encoder[0] is not None):
         return "sdxl-refiner"  # the refiner has only the second (OpenCLIP bigG) text encoder
     return family
+
+
+def _unet_config(folder: Path) -> dict:
+    config = weights.read_json(folder / "unet" / "config.json")
+    return config if isinstance(config, dict) else {}
 
 
 def _is_kandinsky_layout(folder: Path) -> bool:
@@ -177,13 +194,11 @@ def _is_kandinsky_layout(folder: Path) -> bool:
         (folder / role / "model_index.json").is_file() for role in (KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER))
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as error:
-        raise InputError("model", f"cannot read {path}: {error}", code="model.unreadable") from error
+def _diffusers_folders(folder: Path) -> dict[str, Path]:
+    """The diffusers folders a model folder holds, by role: itself, or Kandinsky's in the builtin's layout."""
+    if _is_kandinsky_layout(folder):
+        return {role: folder / role for role in KANDINSKY_ROLES if (folder / role / "model_index.json").is_file()}
+    return {MAIN: folder}
 
 
 def tensor_shapes(path: Path) -> dict[str, list[int]]:
@@ -194,10 +209,18 @@ def tensor_shapes(path: Path) -> dict[str, list[int]]:
             if length > 100_000_000:  # real headers are a few MB at most
                 raise ValueError(f"header length {length} is implausible")
             header = json.loads(file.read(length))
-        return {name: entry["shape"] for name, entry in header.items() if name != "__metadata__"}
-    except (OSError, ValueError, KeyError, TypeError, struct.error) as error:
-        raise InputError("model", f"{path.name} is not a readable .safetensors file: {error!r}",
-                         code="model.unreadable") from error
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+        shapes = {name: entry.get("shape") for name, entry in header.items() if name != "__metadata__"
+                  and isinstance(entry, dict)}
+        if not all(isinstance(shape, list) and all(type(n) is int for n in shape) for shape in shapes.values()):
+            raise ValueError("a tensor's shape in its header is not a list of integers")
+        return shapes
+    except (OSError, ValueError, RecursionError, struct.error) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise InputError("model", f"{path.name} is not a readable .safetensors file: {reason}",
+                         code="model.unreadable", hint="re-download the checkpoint; a .safetensors file starts "
+                         "with an 8-byte header length and a JSON header") from None
 
 
 def checkpoint_family(shapes: dict[str, list[int]], name: str) -> str:
@@ -207,6 +230,9 @@ def checkpoint_family(shapes: dict[str, list[int]], name: str) -> str:
         raise InputError("model", f"{name} is not a Stable Diffusion checkpoint this library knows "
                          "(it has no model.diffusion_model.input_blocks.0.0.weight)", code="model.unrecognized",
                          hint="use the model's diffusers folder or hub id")
+    if len(conv_in) != 4:
+        raise InputError("model", f"{name}: the first UNet convolution has shape {conv_in}, not 4 dimensions",
+                         code="model.unrecognized", hint="the checkpoint is damaged or not a Stable Diffusion one")
     in_channels = conv_in[1]
     if any(key.startswith("conditioner.embedders.") for key in shapes):  # SDXL's conditioning stack
         if in_channels == 9:
@@ -242,7 +268,9 @@ def guess_family_from_name(repo_id: str) -> str:
 
 
 def fingerprint(model: str) -> str:
-    """What the model's weights are, cheaply: config contents, and weight files' sizes and times."""
+    """What the model's weights are: SHA-256 hashes of its weight files and its settings (hashed
+    once per file version and kept, see weights.file_sha256); a builtin's recipe; a hub id and
+    commit. It names no local path and holds no file's contents: Save records it in PNGs."""
     kind, what = classify(model)
     if kind == "builtin":
         return f"builtin:{builtin_identity(what)}"
@@ -252,16 +280,9 @@ def fingerprint(model: str) -> str:
         return f"hub:{what}@{cached.name}" if cached else f"hub:{what}"
     path = Path(what)
     if kind == "file":
-        return f"file:{os.path.realpath(path)}:{_stat_identity(path)}"
-    files = sorted(p for p in path.rglob("*") if p.is_file())
-    return f"folder:{os.path.realpath(path)}\n" + "\n".join(
-        f"{file.relative_to(path)}:{file.read_text() if file.suffix == '.json' else _stat_identity(file)}"
-        for file in files)
-
-
-def _stat_identity(path: Path) -> str:
-    stat = path.stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}"
+        return f"sha256:{weights.file_sha256(path)}"
+    folders = _diffusers_folders(path)
+    return "weights:" + weights.combined_identity({role: weights.folder_identity(f) for role, f in folders.items()})
 
 
 # ---- LoadModel -------------------------------------------------------------------------------
@@ -288,7 +309,7 @@ def _fingerprint(literals: dict) -> str:
     category="model",
     inputs={
         "model": Input(T.STRING, "A Hugging Face hub id (owner/name), a local diffusers folder, a .safetensors "
-                                 "checkpoint, or builtin:NAME (tiny offline models: builtin:tiny-sd, ...)"),
+                                 "checkpoint, or builtin:NAME (tiny offline models: builtin:tiny-sd, ...)", path=True),
         "dtype": Input(T.Choice(*handles.DTYPES), "Weight precision; auto: float16 on CUDA, float32 on MPS and CPU",
                        default="auto"),
         "scheduler": Input(T.Choice(handles.DEFAULT_SCHEDULER, *handles.SCHEDULERS),
@@ -310,6 +331,7 @@ def _fingerprint(literals: dict) -> str:
     },
     infer=_infer,
     fingerprint=_fingerprint,
+    reads_options=("device",),
 )
 def load_model(model, dtype, scheduler, attention, vae_tiling, vae_slicing, cpu_offload, allow_pickle, ctx):
     """Load a diffusion model; components already loaded with identical weights are shared."""
@@ -360,10 +382,10 @@ def _kandinsky_parts(folder: Path) -> tuple[dict[str, str], tuple[str, ...]]:
 
 
 def _kandinsky_role(folder: Path) -> str:
-    pipeline = (_read_json(folder / "model_index.json") or {}).get("_class_name", "")
-    if "Prior" in pipeline:
+    pipeline = weights.read_model_index(folder).get("_class_name", "")
+    if "Prior" in str(pipeline):
         return KANDINSKY_PRIOR
-    unet = _read_json(folder / "unet" / "config.json") or {}
+    unet = _unet_config(folder)
     return KANDINSKY_INPAINT_DECODER if unet.get("in_channels") == 9 else KANDINSKY_DECODER
 
 
@@ -384,7 +406,7 @@ def tiny_stand_in(model: str) -> str | None:
 
 
 @rewrite("tiny", help="swap every model for the tiny offline builtin of its family (random weights) and divide "
-                      "pixel sizes by 8: any graph runs in seconds on a fresh offline machine")
+                      "pixel sizes of 512 and more by 8: any graph runs in seconds on a fresh offline machine")
 def use_tiny_models(graph) -> list[str]:
     """Point every LoadModel at a tiny builtin; where `model` is linked, rewrite the model list it comes from.
     Pixel sizes shrink with the models, so a 1024px SDXL graph runs at 128px."""
@@ -406,12 +428,15 @@ TINY_SIZE_INPUTS = ("width", "height")
 
 
 def _shrink_sizes(graph) -> list[str]:
+    """Sizes of 512 pixels and more, on the 8-pixel grid, to an eighth (on the 64-pixel grid, which suits
+    every family, Kandinsky too). Other sizes stay as written: a size the graph may not use is still
+    reported by validation, not hidden by the rewrite."""
     notes = []
     for node_id in list(graph):
         for name in TINY_SIZE_INPUTS:
             value = graph.inputs_of(node_id).get(name)
-            if type(value) is int and value > 0:
-                small = max(64, 64 * round(value / 8 / 64))  # multiples of 64 suit every family, Kandinsky too
+            if type(value) is int and value >= 512 and value % 8 == 0:
+                small = 64 * round(value / 8 / 64)
                 graph.set_input(node_id, name, small)
                 notes.append(f"{node_id}.{name}: {value} -> {small}")
     return notes

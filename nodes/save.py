@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import platform
 import re
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+import networkx as nx
 
 from nodegraph import fileformat
 from nodegraph.atomic import write_file
@@ -45,26 +48,38 @@ MODEL_SLUG_LENGTH = 40
 STEM_LENGTH = 180  # file names stay well under the usual 255-byte limit, counter and suffix included
 
 
+def _files_still_there(result: dict) -> bool:
+    return all(Path(file).is_file() for file in result["files"])
+
+
 @node(
     "Save",
     category="image",
     output_node=True,
+    side_effects=True,
+    effect_present=_files_still_there,  # a deleted file is written again; otherwise a re-run writes nothing
+    reads_options=("output_dir",),
     inputs={
         "image": Input(T.IMAGE, "The images to save, one PNG each"),
         "prefix": Input(T.STRING, "Start of the file names", default="nodegraph"),
+        "record_paths": Input(T.BOOL, "Record, in the embedded graph, local paths that lead outside the working "
+                              "directory; off: only their file or folder name is recorded", default=False),
     },
 )
-def save(image, prefix, ctx):
+def save(image, prefix, record_paths, ctx):
     """Save images as PNGs in the output folder, named after their settings and
     carrying the graph that made them; never overwrites a file."""
     from .images import image_to_pils
 
+    embedded = fileformat.loads(ctx.workflow)
+    if not record_paths:
+        withhold_outside_paths(embedded)
     graph = fileformat.loads(ctx.workflow)
     label = ctx.item.label if ctx.item is not None else None
     if label is not None:
         _fill_in_item_names(graph, label)
     stem = file_stem(prefix, label, describe_source(graph, ctx.node_id))
-    metadata_chunks = png_text(ctx.workflow, graph)
+    metadata_chunks = png_text(embedded, _upstream_identities(embedded, ctx))
     folder = Path(ctx.options.output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     pictures = image_to_pils(image)
@@ -166,7 +181,12 @@ def _picked(graph: Graph, node_id: str) -> str | None:
 
 def file_stem(prefix: str, label: str | None, source: list[str]) -> str:
     parts = [safe_name(prefix), slug(label or "", LABEL_LENGTH), *source]
-    return "_".join(part for part in parts if part)[:STEM_LENGTH] or "image"
+    stem = "_".join(part for part in parts if part)[:STEM_LENGTH] or "image"
+    # Windows refuses these device names, whatever the extension: NUL.txt.png too
+    return f"_{stem}" if _WINDOWS_DEVICES.fullmatch(stem.split(".")[0]) else stem
+
+
+_WINDOWS_DEVICES = re.compile(r"con|prn|aux|nul|com[0-9]|lpt[0-9]", re.IGNORECASE)
 
 
 def slug(text: str, limit: int) -> str:
@@ -196,32 +216,49 @@ def safe_name(prefix: str) -> str:
 # ---- PNG contents --------------------------------------------------------------------------------
 
 
-def png_text(workflow: str, graph: Graph) -> dict[str, str]:
+def png_text(graph: Graph, identities: dict[str, str]) -> dict[str, str]:
     """The text chunks every saved PNG carries (see the module docstring)."""
     return {
-        fileformat.PNG_GRAPH_KEY: workflow,
+        fileformat.PNG_GRAPH_KEY: fileformat.dumps(graph),
         fileformat.PNG_COMFY_KEY: json.dumps(fileformat.to_comfy(graph), sort_keys=True),
-        "nodegraph-identities": json.dumps(identities(graph), sort_keys=True),
+        "nodegraph-identities": json.dumps(identities, sort_keys=True),
         "nodegraph-versions": json.dumps(library_versions(), sort_keys=True),
     }
 
 
-def identities(graph: Graph) -> dict[str, str]:
-    """node id -> fingerprint, for the nodes that read from outside the graph (model
-    weights, image files), computed from their inputs as they ran."""
-    found = {}
-    for node_id in sorted(graph):
+def _upstream_identities(graph: Graph, ctx) -> dict[str, str]:
+    """node id -> identity of what it read from outside the graph (weight hashes, file hashes),
+    for the nodes this Save's image came from, as the run computed them."""
+    upstream = nx.ancestors(graph.nx, ctx.node_id)
+    return {node_id: identity for node_id, identity in ctx.identities.items()
+            if node_id in upstream and identity is not None}
+
+
+def withhold_outside_paths(graph: Graph) -> None:
+    """Replace every path input (see `Input.path`) that leads outside the working directory by
+    its last part, and make absolute paths inside it relative: a shared PNG tells no one where
+    the files that made it live."""
+    for node_id in graph:
         definition = registry.get(graph.type_of(node_id))
-        if definition is None or definition.fingerprint is None:
-            continue
-        literals = {name: input_value(graph, node_id, name) for name in definition.inputs}
-        if any(type(graph.inputs_of(node_id).get(n)) is Link and v is None for n, v in literals.items()):
-            continue  # made from a value only known while running: no stable identity
-        try:
-            found[node_id] = definition.fingerprint({n: v for n, v in literals.items() if v is not None})
-        except InputError as error:  # e.g. the input file went away after it was read
-            found[node_id] = f"unknown: {error}"
-    return found
+        for name, value in list(graph.inputs_of(node_id).items()):
+            spec = definition.inputs.get(name) if definition else None
+            if spec is not None and spec.path and isinstance(value, str):
+                shown = shareable_path(value)
+                if shown != value:
+                    graph.set_input(node_id, name, shown)
+
+
+def shareable_path(text: str) -> str:
+    """`text` if it is a path within the working directory (or no path at all, such as a hub id);
+    relative to it if it is an absolute path inside it; else only its last part."""
+    path = Path(text)
+    if not path.is_absolute() and not text.startswith("~") and ".." not in path.parts:
+        return text
+    absolute = Path(os.path.abspath(path.expanduser()))
+    cwd = Path.cwd()
+    if absolute.is_relative_to(cwd):
+        return absolute.relative_to(cwd).as_posix()
+    return absolute.name
 
 
 def library_versions() -> dict[str, str]:

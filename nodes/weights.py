@@ -28,6 +28,8 @@ from .tiny_models import cache_root
 
 # the NSFW checker and its image preprocessor: never loaded (see nodes.handles)
 _NOT_LOADED = ("safety_checker", "feature_extractor")
+# model_index.json names each component's module; only these may be imported (a node pack may add its own)
+COMPONENT_LIBRARIES = {"diffusers", "transformers"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -59,13 +61,64 @@ def component_identity(folder: Path) -> str:
     """Identity of one component's weights: its config (less bookkeeping) and its weight files' contents."""
     digest = hashlib.sha256()
     for config_file in sorted(folder.glob("*.json")):
-        config = json.loads(config_file.read_text())
-        if isinstance(config, dict):
-            config = {k: v for k, v in config.items() if not k.startswith("_") and k not in _BOOKKEEPING_KEYS}
-        digest.update(f"{config_file.name}={json.dumps(config, sort_keys=True)}\n".encode())
+        digest.update(f"{config_file.name}={_settings_text(read_json(config_file))}\n".encode())
     for weights in weight_files(folder):
         digest.update(f"{weights.name}={file_sha256(weights)}\n".encode())
     return digest.hexdigest()
+
+
+def folder_identity(folder: Path) -> str:
+    """Identity of a diffusers folder: its model_index.json settings and each component's identity.
+    A digest: it names no path and holds no file's contents."""
+    index = read_model_index(folder)
+    parts = {"model_index.json": _settings_text(index)}
+    for name, spec in index.items():
+        if is_component_spec(spec) and spec[0] is not None and (folder / name).is_dir():
+            parts[name] = component_identity(folder / name)
+    return combined_identity(parts)
+
+
+def _settings_text(config: Any) -> str:
+    if isinstance(config, dict):
+        config = {k: v for k, v in config.items() if not k.startswith("_") and k not in _BOOKKEEPING_KEYS}
+    return json.dumps(config, sort_keys=True)
+
+
+def read_json(path: Path) -> Any:
+    """A config file's contents; None if there is no such file; InputError if it is not UTF-8 JSON."""
+    try:
+        return json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
+        raise InputError("model", f"cannot read {path.name} in {path.parent}: {error}", code="model.unreadable",
+                         hint="the model's config files must be UTF-8 JSON; re-download or re-save the model") from None
+
+
+def read_model_index(folder: Path) -> dict[str, Any]:
+    """A diffusers folder's model_index.json, checked to be an object whose components come from
+    libraries that may be imported."""
+    index = read_json(folder / "model_index.json")
+    if index is None:
+        raise InputError("model", f"{folder} is not a diffusers model folder: it has no model_index.json",
+                         code="model.unrecognized", hint="give a diffusers folder, a .safetensors checkpoint, a hub "
+                         "id (owner/name) or builtin:NAME")
+    if not isinstance(index, dict):
+        raise InputError("model", f"{folder}/model_index.json is not a JSON object of components",
+                         code="model.unreadable", hint="re-download or re-save the model")
+    for name, spec in index.items():
+        if is_component_spec(spec) and spec[0] is not None and spec[0] not in COMPONENT_LIBRARIES:
+            raise InputError("model", f"{folder}/model_index.json names {name} from the library {spec[0]!r}; "
+                             f"components load only from {', '.join(sorted(COMPONENT_LIBRARIES))}",
+                             code="model.unsafe_component",
+                             hint="a model folder must not make nodegraph import other modules; fix its model_index.json")
+    return index
+
+
+def component_folders(folder: Path) -> list[Path]:
+    """The component subfolders a diffusers folder's model_index.json lists (nothing else is looked at)."""
+    return [folder / name for name, spec in read_model_index(folder).items()
+            if is_component_spec(spec) and spec[0] is not None and (folder / name).is_dir()]
 
 
 def weight_files(folder: Path) -> list[Path]:
@@ -176,17 +229,21 @@ def local_folder(source: str, allow_pickle: bool) -> Path:
 
 def load_folder(folder: Path, dtype, placement: str, allow_pickle: bool) -> Part:
     """The components of a diffusers folder, as its model_index.json lists them; modules via the cache."""
-    index = json.loads((folder / "model_index.json").read_text())
+    index = read_model_index(folder)
     part = Part(components={}, config={})
     for name, spec in index.items():
         if name.startswith("_"):
             continue
-        if not _is_component_spec(spec):
+        if not is_component_spec(spec):
             part.config[name] = spec
         elif spec[0] is None or name in _NOT_LOADED:
             part.components[name] = None
         else:
-            component_class = getattr(importlib.import_module(spec[0]), spec[1])
+            component_class = getattr(importlib.import_module(spec[0]), str(spec[1]), None)
+            if not (isinstance(component_class, type) and hasattr(component_class, "from_pretrained")):
+                raise InputError("model", f"{folder}/model_index.json names {spec[0]}.{spec[1]} for {name}, which "
+                                 f"is not a component class {spec[0]} has", code="model.unrecognized",
+                                 hint="the folder may need a newer diffusers or transformers, or is damaged")
             if _has_weights(component_class):
                 refuse_pickle_only(folder / name, allow_pickle)
                 part.identities[name] = f"{spec[1]}:{component_identity(folder / name)}"
@@ -197,7 +254,7 @@ def load_folder(folder: Path, dtype, placement: str, allow_pickle: bool) -> Part
     return part
 
 
-def _is_component_spec(value: Any) -> bool:
+def is_component_spec(value: Any) -> bool:
     """model_index.json names each component as [library, class] (both null when it is absent)."""
     return isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
 

@@ -37,7 +37,7 @@ def test_save_never_overwrites_silently(tmp_path):
     graph = fileformat.loads(json.dumps(GRAPH))
     path = fileformat.save(graph, tmp_path / "g.json")
     graph.set_input("add", "b", 4)
-    with pytest.raises(FileExistsError):
+    with pytest.raises(GraphFileError, match="already exists"):
         fileformat.save(graph, path)
     assert json.loads(path.read_text())["nodes"]["add"]["inputs"]["b"] == 3
     fileformat.save(graph, path, overwrite=True)

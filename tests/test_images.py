@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 from PIL import Image
 
 import nodes  # noqa: F401  (registers the built-in nodes)
-from nodegraph.context import RunOptions
+from nodegraph.context import NodeContext, RunOptions
 from nodegraph.errors import InputError, NodeExecutionError, ValidationError
 from nodegraph.executor import Executor
 from nodegraph.graph import Graph
@@ -27,6 +29,9 @@ def solid(color, width=8, height=8):
     return torch.tensor(color, dtype=torch.float32).div(255).view(1, 3, 1, 1).expand(1, 3, height, width).clone()
 
 
+CTX = NodeContext("test", RunOptions(), lambda event: None, threading.Event(), lambda: "")  # for calling nodes directly
+
+
 def fingerprint(node_type, **literals):
     return registry[node_type].fingerprint(literals)
 
@@ -35,7 +40,7 @@ def fingerprint(node_type, **literals):
 
 
 def test_load_image_gives_a_float_batch_and_an_empty_mask_without_alpha(tmp_path):
-    image, mask = load_image(write_png(tmp_path / "red.png", size=(6, 4)))
+    image, mask = load_image(write_png(tmp_path / "red.png", size=(6, 4)), CTX)
     assert image.shape == (1, 3, 4, 6) and image.dtype == torch.float32
     assert torch.equal(image, solid(RED, 6, 4))
     assert mask.shape == (1, 1, 4, 6) and not mask.any()
@@ -46,7 +51,7 @@ def test_transparent_pixels_become_the_mask(tmp_path):
     picture.putpixel((1, 2), (0, 0, 255, 0))  # fully transparent: repaint
     picture.putpixel((3, 0), (0, 0, 255, 128))  # half transparent
     picture.save(tmp_path / "cutout.png")
-    image, mask = load_image(str(tmp_path / "cutout.png"))
+    image, mask = load_image(str(tmp_path / "cutout.png"), CTX)
     assert image.shape == (1, 3, 4, 4)
     assert mask[0, 0, 2, 1] == 1.0 and mask[0, 0, 0, 3] == pytest.approx(1 - 128 / 255)
     assert mask.sum() == pytest.approx(1 + (1 - 128 / 255))
@@ -57,7 +62,7 @@ def test_a_palette_images_transparent_colour_becomes_the_mask(tmp_path):
     picture.putpalette([255, 0, 0, 0, 255, 0])
     picture.putpixel((2, 0), 1)
     picture.save(tmp_path / "palette.png", transparency=1)
-    image, mask = load_image(str(tmp_path / "palette.png"))
+    image, mask = load_image(str(tmp_path / "palette.png"), CTX)
     assert mask.flatten().tolist() == [0.0, 0.0, 1.0]
     assert image[0, :, 0, 0].tolist() == [1.0, 0.0, 0.0]
 
@@ -67,13 +72,13 @@ def test_exif_orientation_is_applied(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
     picture.save(tmp_path / "rotated.jpg", exif=exif)
-    image, _ = load_image(str(tmp_path / "rotated.jpg"))
+    image, _ = load_image(str(tmp_path / "rotated.jpg"), CTX)
     assert image.shape == (1, 3, 6, 2)
 
 
 def test_sixteen_bit_grayscale_keeps_its_range(tmp_path):
     Image.new("I;16", (2, 2), 65535).save(tmp_path / "white16.png")
-    image, _ = load_image(str(tmp_path / "white16.png"))
+    image, _ = load_image(str(tmp_path / "white16.png"), CTX)
     assert torch.allclose(image, torch.ones(1, 3, 2, 2))
 
 
@@ -101,7 +106,7 @@ def test_a_missing_file_is_a_validation_error_before_anything_runs(tmp_path):
 
 def test_a_folder_is_not_an_image_file(tmp_path):
     with pytest.raises(InputError) as caught:
-        load_image(str(tmp_path))
+        load_image(str(tmp_path), CTX)
     assert caught.value.code == "file.not_a_file" and "LoadImages" in caught.value.hint
 
 
@@ -133,9 +138,9 @@ def test_load_mask_reads_white_as_repaint_and_can_invert(tmp_path):
     picture = Image.new("L", (4, 4), 0)
     picture.putpixel((0, 0), 255)
     picture.save(tmp_path / "mask.png")
-    mask = load_mask(str(tmp_path / "mask.png"), "luminance", False)
+    mask = load_mask(str(tmp_path / "mask.png"), "luminance", False, CTX)
     assert mask.shape == (1, 1, 4, 4) and mask.sum() == 1 and mask[0, 0, 0, 0] == 1
-    inverted = load_mask(str(tmp_path / "mask.png"), "luminance", True)
+    inverted = load_mask(str(tmp_path / "mask.png"), "luminance", True, CTX)
     assert inverted.sum() == 15 and inverted[0, 0, 0, 0] == 0
 
 
@@ -144,9 +149,9 @@ def test_load_mask_reads_one_colour_channel_or_the_alpha(tmp_path):
     picture.putpixel((1, 0), (0, 0, 255, 0))
     picture.save(tmp_path / "channels.png")
     path = str(tmp_path / "channels.png")
-    assert load_mask(path, "red", False).flatten().tolist() == [1.0, 0.0]
-    assert load_mask(path, "blue", False).flatten().tolist() == [0.0, 1.0]
-    assert load_mask(path, "alpha", False).flatten().tolist() == [0.0, 1.0]
+    assert load_mask(path, "red", False, CTX).flatten().tolist() == [1.0, 0.0]
+    assert load_mask(path, "blue", False, CTX).flatten().tolist() == [0.0, 1.0]
+    assert load_mask(path, "alpha", False, CTX).flatten().tolist() == [0.0, 1.0]
 
 
 # ---- LoadImages ---------------------------------------------------------------------------------
@@ -163,7 +168,7 @@ def make_folder(folder):
 
 def test_load_images_streams_the_images_in_sorted_order(tmp_path):
     folder = make_folder(tmp_path / "in")
-    items = list(load_images(str(folder), "*", False))
+    items = list(load_images(str(folder), "*", False, CTX))
     assert [item.label for item in items] == ["a", "b", "c"]
     assert len({item.key for item in items}) == 3
     assert torch.equal(items[0].load(), solid(RED)) and torch.equal(items[1].load(), solid(GREEN))
@@ -173,17 +178,17 @@ def test_load_images_pattern_and_recursion(tmp_path):
     folder = make_folder(tmp_path / "in")
     (folder / "sub").mkdir()
     write_png(folder / "sub" / "a.png", color=BLUE)
-    assert [i.label for i in load_images(str(folder), "*.png", False)] == ["a", "b"]
-    assert [i.label for i in load_images(str(folder), "*.png", True)] == ["a", "b", "sub-a"]
+    assert [i.label for i in load_images(str(folder), "*.png", False, CTX)] == ["a", "b"]
+    assert [i.label for i in load_images(str(folder), "*.png", True, CTX)] == ["a", "b", "sub-a"]
 
 
 def test_item_keys_follow_the_contents_and_the_name(tmp_path):
     folder = make_folder(tmp_path / "in")
-    key_of_a = next(iter(load_images(str(folder), "a.png", False))).key
+    key_of_a = next(iter(load_images(str(folder), "a.png", False, CTX))).key
     write_png(folder / "a.png", color=BLUE)
-    assert next(iter(load_images(str(folder), "a.png", False))).key != key_of_a
+    assert next(iter(load_images(str(folder), "a.png", False, CTX))).key != key_of_a
     write_png(folder / "twin.png", color=BLUE)
-    keys = {item.label: item.key for item in load_images(str(folder), "*.png", False)}
+    keys = {item.label: item.key for item in load_images(str(folder), "*.png", False, CTX)}
     assert keys["a"] != keys["twin"]
 
 
@@ -201,7 +206,7 @@ def test_files_with_the_same_contents_each_get_saved(tmp_path):
 def test_a_corrupt_file_fails_only_its_own_item(tmp_path):
     folder = make_folder(tmp_path / "in")
     (folder / "bad.png").write_bytes(b"garbage")
-    items = {item.label: item for item in load_images(str(folder), "*", False)}
+    items = {item.label: item for item in load_images(str(folder), "*", False, CTX)}
     assert sorted(items) == ["a", "b", "bad", "c"]
     with pytest.raises(InputError, match="bad.png is not a readable image"):
         items["bad"].load()
@@ -235,7 +240,7 @@ def test_a_missing_or_empty_folder_is_reported(tmp_path):
     assert [(p.node, p.input, p.code) for p in validate(graph).problems] == [("folder", "folder", "folder.not_found")]
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError) as caught:
-        load_images(str(tmp_path / "empty"), "*", False)
+        load_images(str(tmp_path / "empty"), "*", False, CTX)
     assert caught.value.code == "folder.empty"
 
 

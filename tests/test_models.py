@@ -422,17 +422,22 @@ def test_release_frees_weights_and_the_handle_loads_them_again():
     assert upscaler.pipeline(UPSCALE).unet.dtype == torch.bfloat16
 
 
-def test_fingerprint_follows_weight_files_and_configs(tmp_path):
+def test_fingerprint_follows_weight_contents_and_configs_not_places_or_times(tmp_path):
     folder = shutil.copytree(builtin_path("tiny-sd"), tmp_path / "model")
     before = models.fingerprint(str(folder))
-    assert models.fingerprint(str(folder)) == before
+    assert before == models.fingerprint(str(builtin_path("tiny-sd")))  # the same weights elsewhere
     weights = folder / "vae" / "diffusion_pytorch_model.safetensors"
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1))
-    touched = models.fingerprint(str(folder))
-    assert touched != before
+    assert models.fingerprint(str(folder)) == before  # touched, not changed
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    changed = models.fingerprint(str(folder))
+    assert changed != before
     config = folder / "scheduler" / "scheduler_config.json"
     config.write_text(config.read_text().replace("scaled_linear", "linear"))
-    assert models.fingerprint(str(folder)) != touched
+    assert models.fingerprint(str(folder)) != changed
+    assert str(tmp_path) not in changed and "scaled_linear" not in changed  # a digest: no path, no contents
 
 
 # ---- Encode and Decode ----------------------------------------------------------------------------
