@@ -39,6 +39,7 @@ class Plan:
     stream_of: dict[str, str] = field(default_factory=dict)  # node run per item -> the stream node
     outputs: list[str] = field(default_factory=list)  # output nodes, in order
     options: RunOptions = field(default_factory=RunOptions)  # those that nodes declare they read join their keys
+    registry_revision: int = 0  # the registry's revision it was made at; a later registration means a new plan
     # node -> identity of what it reads from outside the graph, for nodes with a fingerprint;
     # None where it cannot be known before the node runs (such a node is never taken from the cache)
     fingerprints: dict[str, str | None] = field(default_factory=dict)
@@ -65,7 +66,7 @@ def plan(graph: Graph, registry=None, options: RunOptions | None = None) -> Plan
     index = {node_id: i for i, node_id in enumerate(checked.order)}
     result = Plan(graph.revision, checked, index, {}, stream_of=stream_of,
                   outputs=[n for n in checked.order if checked.definitions[n].output_node],
-                  options=options or RunOptions())
+                  options=options or RunOptions(), registry_revision=registry.revision)
     result.seeds = dict.fromkeys(_random_seed_inputs(graph, checked), 0)
     with gc_paused():
         _key_nodes(graph, result, checked.order)
@@ -79,7 +80,7 @@ def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptio
     registry = registry or default_registry
     options = options or RunOptions()
     changed = graph.changes_since(previous.revision) if previous is not None else None
-    if changed is None:
+    if changed is None or registry.revision != previous.registry_revision:
         return plan(graph, registry, options)
     checked = previous.checked
     for node_id in changed:
@@ -93,7 +94,8 @@ def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptio
     for node_id in changed:
         seeds.update(dict.fromkeys(_random_seed_inputs(graph, checked, [node_id]), 0))
     result = Plan(graph.revision, checked, previous.index, dict(previous.keys), seeds,
-                  previous.stream_of, previous.outputs, options, dict(previous.fingerprints))
+                  previous.stream_of, previous.outputs, options, previous.registry_revision,
+                  dict(previous.fingerprints))
     reached = changed | _changed_outside(graph, result)
     if options != previous.options:
         reached |= {n for n, definition in checked.definitions.items() if definition.reads_options}

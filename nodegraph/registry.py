@@ -32,6 +32,7 @@ class Registry:
         self._entry_point_group = entry_point_group
         self._plugins_loaded = entry_point_group is None
         self.plugin_errors: dict[str, str] = {}
+        self.revision = 0  # counts registrations: a plan made before one may be out of date
 
     def add(self, definition: NodeDef) -> NodeDef:
         existing = self._defs.get(definition.name)
@@ -41,6 +42,7 @@ class Registry:
                 f"{existing.function.__module__}.{existing.function.__qualname__}"
             )
         self._defs[definition.name] = definition
+        self.revision += 1
         return definition
 
     def node(self, name: str, **declaration: Any) -> Callable[[Callable], Callable]:

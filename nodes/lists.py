@@ -1,7 +1,9 @@
 """List nodes: pick one string (a prompt, a model id) out of several, by index or at random.
 
 A random pick is seeded: the engine resolves a "random" seed to a number when the
-run starts and records it in the saved graph, so the same pick can be made again.
+run starts and records it in the saved graph, so the same pick can be made again. The
+pick is option number N mod the number of options, where N is the first 8 bytes, big-endian,
+of SHA-256("nodegraph.PickString:<seed>") (or "...:<seed>:<vary_with>" with vary_with set).
 """
 
 from __future__ import annotations

@@ -16,6 +16,18 @@ if _OWN_CACHE:
     os.environ["NODEGRAPH_CACHE"] = _OWN_CACHE
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="run the property and fuzz tests with 50x their budget")
+
+
+def pytest_configure(config):
+    if config.getoption("--slow"):
+        from hypothesis import settings
+
+        settings.register_profile("slow", max_examples=5000)
+        settings.load_profile("slow")
+
+
 def pytest_unconfigure(config):
     if _OWN_CACHE:
         shutil.rmtree(_OWN_CACHE, ignore_errors=True)

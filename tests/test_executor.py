@@ -148,9 +148,26 @@ def test_node_errors_name_node_and_input_and_keep_earlier_results():
     assert (error.node, error.input) == ("bad", "value")
     assert "expected an even number, got 3" in str(error) and "add one" in str(error)
     assert {"event": "error", "node": "bad", "input": "value", "message": str(error), "hint": "add one"} in events
+    assert [e["node"] for e in events if e["event"] == "node_done"] == ["c", "a", "b"]  # b ran before bad failed
     g.remove("bad_show")
     g.remove("bad")
-    assert "c" in executor.run(g).cached or executor.run(g).executed != ["c", "a", "b", "show"]
+    result = executor.run(g)
+    assert (result.executed, result.cached) == (["show"], ["b"])  # what finished before the failure is kept
+
+
+def test_cancel_from_a_node_done_event_stops_before_the_next_node():
+    g, executor, started = chain_graph(), Executor(registry), []
+
+    def on_event(event):
+        if event["event"] == "node_start":
+            started.append(event["node"])
+        if event["event"] == "node_done" and event["node"] == "a":
+            executor.cancel()
+
+    with pytest.raises(Interrupted) as caught:
+        executor.run(g, on_event=on_event)
+    assert started == ["c", "a"] and caught.value.node == "b"
+    assert executor.run(g).executed == ["b", "show"]
 
 
 def test_cancel_interrupts_between_steps_and_keeps_results():

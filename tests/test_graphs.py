@@ -4,6 +4,7 @@ validation, and PickString, which the batch graph picks its model and prompt wit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -12,7 +13,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 import nodes  # noqa: F401  (registers the built-in nodes)
 from nodegraph import fileformat
@@ -24,7 +27,6 @@ from nodegraph.registry import registry
 from nodegraph.validate import validate
 from nodes import weights
 from nodes.lists import pick
-from nodes.save import PROMPT_SLUG_LENGTH, input_value, slug
 from nodes.weights import ComponentCache
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,16 +97,67 @@ def test_graph_validates_as_written_and_with_the_tiny_builtins(path):
     assert validate(graph).problems == []
 
 
+# graph -> Save node -> the sizes of the images it writes, at the test size (--tiny, then 64 px)
+EXPECTED_SIZES = {
+    "batch_img2img": {"save": {(64, 96), (80, 80), (96, 64)}},  # each image back at its own size
+    "img2img2img": {"save": {(64, 64)}, "save_grid": {(128, 64)}},
+    "img2img_sweep": {**{f"{sweep}_save": {(64, 64)} for sweep in (
+        "strength_0_4", "strength_0_6", "strength_1_0", "guidance_0_1", "guidance_5_0", "guidance_10_0",
+        "negative_ugly", "negative_jungle")},
+        "strength_grid_save": {(192, 64)}, "guidance_grid_save": {(192, 64)}, "negative_grid_save": {(128, 64)}},
+    "img2upscale": {"save": {(512, 512)}, "save_grid": {(128, 64)}},  # 64 -> latent x2 -> x4
+    "inpaint2img2img": {"save": {(64, 64)}, "save_grid": {(192, 64)}},
+    "text2img2img": {"save": {(64, 64)}, "save_grid": {(128, 64)}},
+    "text2img2inpaint": {"save": {(64, 64)}, "save_grid": {(128, 64)}},
+}
+
+
+def pixels(path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255
+
+
+def grid_tiles(graph: Graph, result, save_id: str) -> tuple[str, list[np.ndarray]] | None:
+    """(the ImageGrid a Save writes, its tiles left to right), if the Save writes a one-row grid."""
+    grid = graph.inputs_of(save_id)["image"].node
+    if graph.type_of(grid) != "ImageGrid":
+        return None
+    [path] = files_of(result, save_id)
+    picture = pixels(path)
+    side = picture.shape[0]
+    return grid, [picture[:, x: x + side] for x in range(0, picture.shape[1], side)]
+
+
 @pytest.mark.parametrize("path", GRAPHS, ids=lambda p: p.stem)
 def test_graph_runs_end_to_end_on_the_tiny_builtins(path, tmp_path):
     graph = tiny(fileformat.load(path))
     result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path))
     assert result.failures == []
+    sizes = {node_id: {Image.open(f).size for f in files_of(result, node_id)} for node_id in save_nodes(graph)}
+    assert sizes == EXPECTED_SIZES[path.stem]
     for node_id in save_nodes(graph):
-        files = files_of(result, node_id)
-        assert files, f"{node_id} wrote nothing"
-        for file in files:
+        for file in files_of(result, node_id):
             assert Path(file).parent == tmp_path and fileformat.load(file) is not None
+        tiles = grid_tiles(graph, result, node_id)
+        if tiles is not None:
+            check_grid(graph, result, *tiles)
+
+
+def check_grid(graph: Graph, result, grid: str, tiles: list[np.ndarray]) -> None:
+    """A grid's tiles are the images it was given: the input where its first tile is the input, which the
+    chain then changed; a result some other Save writes at the tile's size, pixel for pixel."""
+    first = graph.inputs_of(grid)["image1"].node
+    if graph.type_of(first) == "Resize" and graph.type_of(graph.inputs_of(first)["image"].node) == "LoadImage":
+        source = graph.inputs_of(graph.inputs_of(first)["image"].node)["path"]
+        height, width = tiles[0].shape[:2]
+        expected = np.asarray(Image.open(source).convert("RGB").resize((width, height), Image.BICUBIC)) / 255
+        assert np.abs(tiles[0] - expected).mean() < 0.03  # the input, as the chain started from it
+        assert np.abs(tiles[-1] - tiles[0]).mean() > 0.05  # ... and the chain's result is not the input
+    last = [graph.inputs_of(grid)[f"image{i}"].node for i in (4, 3, 2, 1) if f"image{i}" in graph.inputs_of(grid)][0]
+    for save in save_nodes(graph):
+        if graph.inputs_of(save)["image"].node == last:
+            [path] = files_of(result, save)
+            if pixels(path).shape == tiles[-1].shape:
+                assert np.array_equal(pixels(path), tiles[-1])
 
 
 # ---- the batch graph ---------------------------------------------------------------------------------
@@ -132,6 +185,24 @@ def test_the_batch_loads_each_models_weights_once_and_one_bad_image_does_not_sto
     assert all("_str0.7_guide18.0_" in name for name in names)
 
 
+# The batch graph's prompts, as its file names show them (lower case, words joined, cut at a word within 40)
+PROMPT_NAMES = {
+    "Van Gogh painting with thick brushstrokes": "van_gogh_painting_with_thick",
+    "in the style of picasso": "in_the_style_of_picasso",
+    "charliebo artstyle": "charliebo_artstyle",
+    "pixelartstyle": "pixelartstyle",
+    "watercolor painting, soft pastel colors": "watercolor_painting_soft_pastel_colors",
+}
+
+
+def documented_pick(options: list[str], seed: int, vary_with: str | None = None) -> str:
+    """PickString's random mode as its documentation states it, written out here independently:
+    the first 8 bytes of SHA-256("nodegraph.PickString:<seed>[:<vary_with>]"), big-endian, modulo the count."""
+    salt = "" if vary_with is None else f":{vary_with}"
+    digest = hashlib.sha256(f"nodegraph.PickString:{seed}{salt}".encode()).digest()
+    return options[int.from_bytes(digest[:8], "big") % len(options)]
+
+
 def test_the_batch_records_its_random_picks(tmp_path):
     graph = tiny(fileformat.load(REPO / "graphs" / "batch_img2img.json"))
     graph.set_input("images", "pattern", "cat.png")
@@ -140,8 +211,8 @@ def test_the_batch_records_its_random_picks(tmp_path):
     saved = fileformat.load(path)
     for picker in ("pick_model", "pick_prompt"):
         assert saved.inputs_of(picker)["seed"] == result.seeds[picker]["seed"]
-    prompt = pick(*(input_value(saved, "pick_prompt", name) for name in ("options", "mode", "index", "seed")), "cat")
-    assert f"_{slug(prompt, PROMPT_SLUG_LENGTH)}_str0.7_" in Path(path).name
+    prompt = documented_pick(list(PROMPT_NAMES), result.seeds["pick_prompt"]["seed"], "cat")
+    assert f"_{PROMPT_NAMES[prompt]}_str0.7_" in Path(path).name
 
 
 # ---- validation catches wrong wiring before anything loads ---------------------------------------------
@@ -223,10 +294,11 @@ def test_the_batch_picks_per_image_and_names_each_file_after_its_own_pick(tmp_pa
     graph = tiny(fileformat.load(REPO / "graphs" / "batch_img2img.json"))
     graph.set_input("pick_prompt", "seed", 3)
     result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path))
-    options = graph.inputs_of("pick_prompt")["options"]
-    for path in files_of(result, "save"):
-        image = Path(path).name.split("_")[0]
-        assert f"_{slug(pick(options, 'random', 0, 3, image), PROMPT_SLUG_LENGTH)}_" in Path(path).name
+    names = sorted(Path(path).name for path in files_of(result, "save"))
+    assert [name.split("_")[0] for name in names] == ["cat", "house", "tree"]
+    for name in names:
+        image = name.split("_")[0]
+        assert name.startswith(f"{image}_tiny_sd_{PROMPT_NAMES[documented_pick(list(PROMPT_NAMES), 3, image)]}_")
 
 
 def test_bad_picks_are_input_errors():
@@ -256,5 +328,5 @@ def test_picked_strings_feed_a_model_and_a_prompt(tmp_path):
     assert validate(graph).problems == []
     result = Executor().run(graph, options=RunOptions(device="cpu", output_dir=tmp_path))
     [path] = files_of(result, "save")
-    expected_prompt = pick("a red barn\na blue lake", "random", 0, 3).replace(" ", "_")
+    expected_prompt = documented_pick(["a red barn", "a blue lake"], 3).replace(" ", "_")
     assert Path(path).name.startswith(f"tiny_sd_{expected_prompt}_")

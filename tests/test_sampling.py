@@ -329,3 +329,78 @@ def test_cancelling_stops_between_steps():
     with pytest.raises(Interrupted):
         executor.run(g, on_event=cancel_at_first_step)
     assert progress == [1]
+
+
+# ---- behaviour: every parameter changes the result, in the right direction ------------------------
+
+
+def img2img_from(picture: str, **options) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the picture's latent as the model's VAE encodes it, Img2Img's latent from the picture)."""
+    g = Graph()
+    model = load(g, "sd")
+    image = g.add("LoadImage", path=picture).image
+    encoded = probed(g, g.add("Encode", image=image, vae=model.vae).latent)
+    changed = probed(g, g.add("Img2Img", model=model.model, image=image, **sampler_options(**options)).latent)
+    outputs = Executor(registry).run(g).outputs
+    return outputs[encoded], outputs[changed]
+
+
+def test_a_lower_strength_stays_closer_to_the_input(picture):
+    distances = {}
+    for strength in (0.3, 0.9):
+        encoded, result = img2img_from(picture, strength=strength, num_inference_steps=10)
+        distances[strength] = (result - encoded).pow(2).mean().item()
+    assert distances[0.3] < distances[0.9] / 2
+
+
+def test_strengths_that_start_at_different_steps_give_different_results(picture):
+    # At 2 steps, 0.5 and 0.8 both run one step from the same timestep; at 10 they do not.
+    _, half = img2img_from(picture, strength=0.5, num_inference_steps=10)
+    _, most = img2img_from(picture, strength=0.8, num_inference_steps=10)
+    assert not torch.allclose(half, most)
+
+
+@pytest.mark.parametrize("name, one, other", [
+    ("negative_prompt", "", "blurry, ugly"),
+    ("guidance_scale", 7.5, 1.5),
+    ("prompt", "a red fox in the snow", "a blue whale"),
+    ("seed", 0, 1),
+])
+def test_each_text2img_setting_changes_the_latent(name, one, other):
+    def latent(value):
+        g = Graph()
+        options = sampler_options(**{"guidance_scale": 7.5, name: value})
+        return run(g, probed(g, g.add("Text2Img", model=load(g, "sd").model, **options).latent))
+
+    assert not torch.allclose(latent(one), latent(other))
+
+
+def test_a_wide_text2img_gives_a_wide_latent():
+    g = Graph()
+    t2i = g.add("Text2Img", model=load(g, "sd").model, height=64, width=128, **sampler_options())
+    assert run(g, probed(g, t2i.latent)).shape == (1, 4, 8, 16)
+
+
+def test_img2img_makes_as_many_images_per_prompt_as_asked(picture):
+    _, latent = img2img_from(picture, strength=0.5, num_images_per_prompt=2)
+    assert latent.shape == (2, 4, LATENT_SIDE, LATENT_SIDE) and not torch.equal(latent[0], latent[1])
+
+
+def test_the_upscalers_noise_level_changes_the_image(picture):
+    def upscaled(noise_level):
+        g = Graph()
+        image = g.add("LoadImage", path=picture).image
+        node = g.add("Upscale", model=load(g, "x4-upscaler").model, image=image, prompt="a fox",
+                     num_inference_steps=STEPS, seed=0, noise_level=noise_level)
+        return run(g, probed(g, node.image))
+
+    assert not torch.allclose(upscaled(20), upscaled(200))
+
+
+def test_the_inpainting_seed_changes_the_latent(picture, tmp_path):
+    mask = square_mask_png(tmp_path / "mask.png")
+    latents = []
+    for seed in (0, 1):
+        g, _, probe_id = inpaint_graph("sd-inpaint", picture, mask, seed=seed)
+        latents.append(run(g, probe_id))
+    assert not torch.allclose(*latents)
