@@ -6,13 +6,15 @@ the prefix, the stream item's label, then the model, prompt and settings of the
 sampler that made the image, read from the graph as it ran. An existing file is
 never replaced: a counter is added instead (`-1`, `-2`, ...).
 
-Each PNG embeds, as text chunks:
+Each PNG embeds, as text chunks, and nothing else:
 - `nodegraph`: the graph file as it ran (random seeds resolved), so that
-  `nodegraph run image.png` makes the image again;
+  `nodegraph run image.png` makes the image again; path inputs that lead outside the
+  working directory are recorded by their last part only, unless `record_paths` is set;
 - `prompt`: the same graph as a ComfyUI API prompt (ComfyUI's convention);
-- `nodegraph-identities`: per node that reads from outside the graph, the identity of
-  what it read (model weights, input file contents), as its fingerprint computes it;
-- `nodegraph-versions`: the versions of nodegraph, torch, diffusers and transformers.
+- `nodegraph-identities`: per node upstream that read from outside the graph, the identity
+  of what it read as the run computed it (a digest of file contents and weights, a hub id
+  and commit): no path, no file's contents;
+- `nodegraph-versions`: the versions of Python, nodegraph, torch, diffusers and transformers.
 """
 
 from __future__ import annotations

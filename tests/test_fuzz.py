@@ -100,32 +100,32 @@ def json_safe(value):
 
 
 def document_of(graph: Graph) -> bytes:
-    nodes = {n: {"type": graph.type_of(n), "inputs": json_safe(graph.inputs_of(n))} for n in graph}
-    return to_json({"nodegraph": 1, "nodes": nodes})
+    specs = {n: {"type": graph.type_of(n), "inputs": json_safe(graph.inputs_of(n))} for n in graph}
+    return to_json({"nodegraph": 1, "nodes": specs})
 
 
 @st.composite
 def mutated_shipped_graphs(draw) -> bytes:
     """A shipped graph with a few of its nodes, inputs or links changed, removed or renamed."""
     document = json.loads(json.dumps(SHIPPED[draw(st.sampled_from(sorted(SHIPPED)))]))
-    nodes = document["nodes"]
+    specs = document["nodes"]
     for _ in range(draw(st.integers(1, 4))):
-        node_id = draw(st.sampled_from(sorted(nodes)))
+        node_id = draw(st.sampled_from(sorted(specs)))
         action = draw(st.sampled_from(["set", "drop_input", "drop_node", "retype", "relink", "rename"]))
-        inputs = nodes[node_id].setdefault("inputs", {})
+        inputs = specs[node_id].setdefault("inputs", {})
         if action == "set":
             inputs[draw(st.sampled_from(sorted(inputs) or ["x"]) | st.sampled_from(INPUT_NAMES))] = json_safe(draw(values))
         elif action == "drop_input" and inputs:
             inputs.pop(draw(st.sampled_from(sorted(inputs))))
-        elif action == "drop_node" and len(nodes) > 1:
-            nodes.pop(node_id)
+        elif action == "drop_node" and len(specs) > 1:
+            specs.pop(node_id)
         elif action == "retype":
-            nodes[node_id]["type"] = draw(st.sampled_from(NODE_TYPES) | st.text(max_size=6))
+            specs[node_id]["type"] = draw(st.sampled_from(NODE_TYPES) | st.text(max_size=6))
         elif action == "relink":
-            inputs[draw(st.sampled_from(INPUT_NAMES))] = {"from": draw(st.sampled_from(sorted(nodes)) | node_ids),
+            inputs[draw(st.sampled_from(INPUT_NAMES))] = {"from": draw(st.sampled_from(sorted(specs)) | node_ids),
                                                           "output": draw(st.sampled_from(OUTPUT_NAMES))}
         else:
-            nodes[draw(node_ids) or "n"] = nodes.pop(node_id)
+            specs[draw(node_ids) or "n"] = specs.pop(node_id)
     return to_json(document)
 
 

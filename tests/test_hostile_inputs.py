@@ -49,8 +49,8 @@ def no_traceback(*texts: str) -> bool:
     return not any("Traceback" in text for text in texts)
 
 
-def write_graph(path: Path, nodes: dict) -> Path:
-    path.write_text(json.dumps({"nodegraph": 1, "nodes": nodes}))
+def write_graph(path: Path, specs: dict) -> Path:
+    path.write_text(json.dumps({"nodegraph": 1, "nodes": specs}))
     return path
 
 

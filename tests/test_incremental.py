@@ -19,7 +19,6 @@ from nodegraph.graph import Graph, Link
 from nodegraph.node import Input, Output, define
 from nodegraph.plan import plan
 from nodegraph.registry import Registry
-from nodegraph.registry import registry as builtin_registry
 from nodes.tiny_models import builtin_path
 from test_properties import dags
 from toy_nodes import registry as toy_registry
