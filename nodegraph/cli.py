@@ -114,10 +114,10 @@ def _explain(args) -> int:
     targets = set(current.outputs)
     _say(f"{len(current.order)} nodes, {len(targets)} output node(s); order of execution:")
     for position, node_id in enumerate(current.order, 1):
-        outputs = current.checked.output_types[node_id]
+        outputs = current.typed.output_types[node_id]
         produced = ", ".join(f"{name}: {t}" for name, t in outputs.items()) or "output node"
         notes = [f"per item of {current.stream_of[node_id]}"] if node_id in current.stream_of else []
-        notes += [f"random seed {name}" for (n, name) in current.seeds if n == node_id]
+        notes += [f"random seed {name}" for name in current.seeds.get(node_id, {})]
         suffix = f"  [{'; '.join(notes)}]" if notes else ""
         _say(f"{position:4}. {node_id} ({graph.type_of(node_id)}) -> {produced}  key {current.keys[node_id].hex()[:12]}{suffix}")
     return OK

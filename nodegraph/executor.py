@@ -28,8 +28,9 @@ from .cache import MISSING, ResultCache
 from .context import ItemInfo, NodeContext, RunOptions
 from .errors import Interrupted, NodeExecutionError, NodegraphError, Problem, UsageError, ValidationError
 from .graph import Graph, Link
-from .node import REQUIRED, StreamItem
+from .node import StreamItem
 from .plan import Plan, item_key, node_key, replan, resolve_random_seeds
+from .validate import target_problems
 
 EventCallback = Callable[[dict], None]
 
@@ -100,11 +101,10 @@ class Executor:
         options = options or RunOptions()
         current = self.plan(graph, options)
         resolve_random_seeds(graph, current)
+        problems = target_problems(current.typed, outputs)
+        if problems:
+            raise ValidationError(problems)
         targets = list(outputs) if outputs is not None else current.outputs
-        unknown = [t for t in targets if t not in current.index]
-        if unknown:
-            raise ValidationError([Problem(t, None, "run.unknown_output", f"there is no node {t!r} to run")
-                                   for t in unknown])
         _check_output_dir(graph, current, targets)
         run = _Run(self, graph, current, on_event or self.on_event, options)
         return run.execute(targets)
@@ -118,10 +118,7 @@ class _Run:
         self.cache, self.graph, self.plan, self.options = executor.cache, graph, current, options
         self.cancelled = executor._cancelled
         self.emit = emit
-        self.result = RunResult(outputs={})
-        seeds = self.result.seeds
-        for (node_id, name), value in current.seeds.items():
-            seeds.setdefault(node_id, {})[name] = value
+        self.result = RunResult(outputs={}, seeds={node_id: dict(drawn) for node_id, drawn in current.seeds.items()})
         self._workflow: str | None = None
 
     # ---- the run as a whole ------------------------------------------------------------
@@ -249,21 +246,14 @@ class _Run:
         if self.cancelled.is_set():
             raise Interrupted(node_id)
         definition = self.plan.definitions[node_id]
-        inputs = self.graph.inputs_of(node_id)
-        kwargs = {}
+        kwargs = definition.inputs_as_run(self.graph.inputs_of(node_id), self.plan.seeds.get(node_id))
         try:
-            for name, spec in definition.inputs.items():
-                value = inputs.get(name, spec.default)
+            for name, value in kwargs.items():
                 if type(value) is Link:
-                    value = values[key_of(value.node)][value.output]
-                elif value is REQUIRED:
-                    value = None
-                elif self.plan.seeds and (node_id, name) in self.plan.seeds:
-                    value = self.plan.seeds[node_id, name]
-                kwargs[name] = value
+                    kwargs[name] = values[key_of(value.node)][value.output]
             if definition.takes_context:
                 kwargs["ctx"] = NodeContext(node_id, self.options, self.emit or _ignore, self.cancelled,
-                                            self.workflow, item, self.plan.fingerprints)
+                                            self.workflow, item, self.plan.typed.fingerprints)
             self._send("node_start", node_id, item=item, type=definition.name)
             started = time.perf_counter()
             returned = definition.function(**kwargs)
@@ -280,8 +270,9 @@ class _Run:
         """The graph as it runs, random seeds resolved, as graph-file JSON (made once per run)."""
         if self._workflow is None:
             resolved = fileformat.loads(fileformat.dumps(self.graph))
-            for (node_id, name), value in self.plan.seeds.items():
-                resolved.set_input(node_id, name, value)
+            for node_id, drawn in self.plan.seeds.items():
+                for name, value in drawn.items():
+                    resolved.set_input(node_id, name, value)
             self._workflow = fileformat.dumps(resolved)
         return self._workflow
 

@@ -101,6 +101,23 @@ class NodeDef:
     reads_options: tuple[str, ...] = ()
     takes_context: bool = field(default=False)
 
+    def inputs_as_run(self, given: dict[str, Any], drawn: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Every declared input as the node runs: a value drawn for this run (a resolved random
+        seed), else the value given (a literal or a Link), else the declared default; None for an
+        optional input left unset. Undeclared inputs are left out, and so are missing required ones.
+        Validation, keys, execution and Save all read a node's inputs through this one function."""
+        values = {}
+        for name, spec in self.inputs.items():
+            if drawn and name in drawn:
+                values[name] = drawn[name]
+            elif name in given:
+                values[name] = given[name]
+            elif spec.default is not REQUIRED:
+                values[name] = spec.default
+            elif spec.optional:
+                values[name] = None
+        return values
+
     def to_json(self) -> dict:
         """The node as the catalogue and the editor see it."""
 

@@ -17,7 +17,8 @@ import networkx as nx
 from . import types as T
 from .errors import InputError, Problem
 from .graph import Graph, Link
-from .node import REQUIRED, Input, NodeDef
+from .node import Input, NodeDef
+from .registry import registry as default_registry
 
 
 class InputView:
@@ -38,35 +39,49 @@ class InputView:
 
 
 @dataclass
-class Checked:
-    """What validation learns about a graph besides its problems."""
+class TypedGraph:
+    """What validation learns about a graph: its problems, and for each node its declaration, the
+    types its inputs carry and its outputs have, and the identity of what it reads from outside.
+    Keys, execution, Save and the optimiser read the graph through this."""
 
     problems: list[Problem] = field(default_factory=list)
     definitions: dict[str, NodeDef] = field(default_factory=dict)
+    input_types: dict[str, dict[str, T.Type | None]] = field(default_factory=dict)  # None: not known
     output_types: dict[str, dict[str, T.Type]] = field(default_factory=dict)
     order: list[str] = field(default_factory=list)  # topological; empty if the graph has a cycle
+    stream_of: dict[str, str] = field(default_factory=dict)  # node run per item -> its stream node
+    # node -> its fingerprint: identity of what it reads from outside the graph; None where that
+    # is known only when it runs (see NodeDef.fingerprint)
+    fingerprints: dict[str, str | None] = field(default_factory=dict)
 
 
-def validate(graph: Graph, registry=None) -> Checked:
-    """Check the graph; `Checked.problems` lists everything wrong with it."""
-    from .registry import registry as default_registry
-
+def validate(graph: Graph, registry=None, outputs: list[str] | None = None) -> TypedGraph:
+    """Check the graph (to run `outputs`, default: its output nodes); `.problems` lists everything wrong.
+    This is every rule there is: a graph that validates, plans and runs."""
     registry = registry or default_registry
-    checked = Checked()
-    cyclic = _cycle_problems(graph, checked.problems)
+    typed = TypedGraph()
+    cyclic = _cycle_problems(graph, typed.problems)
     order = _order(graph, cyclic)
     if not cyclic:
-        checked.order = order
+        typed.order = order
     for node_id in order:
-        check_node(graph, node_id, registry, checked)
+        check_node(graph, node_id, registry, typed)
     for node_id in sorted(cyclic):  # still report their other problems
-        check_node(graph, node_id, registry, checked)
-    if not any(d.output_node for d in checked.definitions.values()) and not checked.problems:
-        checked.problems.append(Problem(
-            None, None, "graph.no_outputs", "nothing to run: the graph has no output node",
-            hint="add a Save node (or another output node) that consumes a result",
-        ))
-    return checked
+        check_node(graph, node_id, registry, typed)
+    typed.stream_of = _stream_regions(graph, typed)
+    typed.problems += target_problems(typed, outputs)
+    return typed
+
+
+def target_problems(typed: TypedGraph, outputs: list[str] | None) -> list[Problem]:
+    """What is wrong with running `outputs` (None: every output node) of a graph typed as `typed`."""
+    if outputs is not None:
+        return [Problem(t, None, "run.unknown_output", f"there is no node {t!r} to run",
+                        hint="name a node of the graph, usually a Save") for t in outputs if t not in typed.definitions]
+    if typed.problems or any(d.output_node for d in typed.definitions.values()):
+        return []
+    return [Problem(None, None, "graph.no_outputs", "nothing to run: the graph has no output node",
+                    hint="add a Save node (or another output node) that consumes a result")]
 
 
 def _order(graph: Graph, cyclic: set[str]) -> list[str]:
@@ -95,65 +110,74 @@ def _cycle_problems(graph: Graph, problems: list[Problem]) -> set[str]:
     return cyclic
 
 
-def check_node(graph: Graph, node_id: str, registry, checked: Checked) -> None:
-    """Check one node against its declaration, given its producers' output types in `checked`."""
+def check_node(graph: Graph, node_id: str, registry, typed: TypedGraph) -> None:
+    """Check one node against its declaration, given its producers' output types in `typed`;
+    then type its outputs and fingerprint what it reads from outside."""
     node_type = graph.type_of(node_id)
     definition = registry.get(node_type)
-    problems = checked.problems
+    problems = typed.problems
     if definition is None:
         problems.append(Problem(node_id, None, "node.unknown_type", f"unknown node type {node_type!r}",
                                 hint=_did_you_mean(registry.closest(node_type))))
         return
-    checked.definitions[node_id] = definition
-    inputs = graph.inputs_of(node_id)
+    typed.definitions[node_id] = definition
+    given = graph.inputs_of(node_id)
     before = len(problems)
-    types: dict[str, T.Type | None] = {}
-    values: dict[str, Any] = {}
-    for name, value in inputs.items():
-        spec = definition.inputs.get(name)
-        if spec is None:
+    for name in given:
+        if name not in definition.inputs:
             problems.append(Problem(
                 node_id, name, "input.unknown", f"{node_type} has no input {name!r}",
                 hint=_did_you_mean(difflib.get_close_matches(name, definition.inputs, n=3))
                 or "inputs: " + ", ".join(definition.inputs),
             ))
-        elif type(value) is Link:
-            types[name] = _link_type(graph, node_id, name, value, checked)
-        else:
-            types[name], values[name] = spec.type, value
+    types: dict[str, T.Type | None] = {}
+    values: dict[str, Any] = {}  # the literals, defaults included
+    inputs = definition.inputs_as_run(given)
     for name, spec in definition.inputs.items():
-        if name in inputs:
-            continue
-        if spec.required:
+        if name not in inputs:
             problems.append(Problem(node_id, name, "input.missing", f"required input {name!r} is missing",
                                     hint=_describe(spec)))
-        elif spec.default is not REQUIRED:
-            types[name], values[name] = spec.type, spec.default
+        elif type(inputs[name]) is Link:
+            types[name] = _link_type(graph, node_id, name, inputs[name], typed)
+        else:
+            types[name], values[name] = spec.type, inputs[name]
     view = InputView(types, values)
-    for name, value in inputs.items():
+    for name, value in given.items():
         spec = definition.inputs.get(name)
         if spec is not None:
             _check_input(node_id, name, spec, value, types[name], view, problems)
+    typed.input_types[node_id] = types
     outputs = {name: output.type for name, output in definition.outputs.items()}
     if definition.infer is not None and len(problems) == before:
         outputs.update(_run_hook(definition.infer, view, node_id, None, problems) or {})
-    checked.output_types[node_id] = outputs
+    typed.output_types[node_id] = outputs
+    if definition.fingerprint is not None and len(problems) == before:
+        fingerprint_node(graph, node_id, typed)
 
 
-def _link_type(graph: Graph, node_id: str, name: str, link: Link, checked: Checked) -> T.Type | None:
+def fingerprint_node(graph: Graph, node_id: str, typed: TypedGraph) -> None:
+    """(Re)compute a checked node's fingerprint into `typed`; a file it cannot read is a problem of the node."""
+    definition = typed.definitions[node_id]
+    literals = {name: value for name, value in definition.inputs_as_run(graph.inputs_of(node_id)).items()
+                if type(value) is not Link}
+    typed.fingerprints[node_id] = _run_hook(lambda _: definition.fingerprint(literals), None, node_id, None,
+                                            typed.problems)
+
+
+def _link_type(graph: Graph, node_id: str, name: str, link: Link, typed: TypedGraph) -> T.Type | None:
     """The type a link carries, or None (after reporting why) if it cannot be known."""
     if link.node not in graph:
-        checked.problems.append(Problem(
+        typed.problems.append(Problem(
             node_id, name, "link.missing_node", f"links to node {link.node!r}, which is not in the graph",
             hint=_did_you_mean(difflib.get_close_matches(link.node, list(graph), n=3)),
         ))
         return None
-    produced = checked.output_types.get(link.node)
+    produced = typed.output_types.get(link.node)
     if produced is None:  # the producer is itself broken; its own problem says why
         return None
     if link.output not in produced:
         outputs = ", ".join(produced) or "none"
-        checked.problems.append(Problem(
+        typed.problems.append(Problem(
             node_id, name, "link.missing_output",
             f"node {link.node!r} ({graph.type_of(link.node)}) has no output {link.output!r}",
             hint=f"its outputs: {outputs}",
@@ -237,3 +261,25 @@ _REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
 def _show(value: Any, limit: int = 60) -> str:
     text = _REPR.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _stream_regions(graph: Graph, typed: TypedGraph) -> dict[str, str]:
+    """Map each node that runs once per stream item to its stream node; a node may follow one stream."""
+    stream_of: dict[str, str] = {}
+    for producer in typed.order:
+        definition = typed.definitions.get(producer)  # None: an unknown type, reported as such
+        streams = {n for n, o in definition.outputs.items() if o.stream} if definition else set()
+        if not streams:
+            continue
+        for consumer in graph.nx.successors(producer):
+            if not any(graph.inputs_of(consumer)[i].output in streams for i in graph.nx.edges[producer, consumer]["inputs"]):
+                continue
+            for node_id in {consumer} | nx.descendants(graph.nx, consumer):
+                other = stream_of.setdefault(node_id, producer)
+                if other != producer:
+                    typed.problems.append(Problem(
+                        node_id, None, "stream.multiple",
+                        f"runs per item of two streams ({other!r} and {producer!r})",
+                        hint="a node can follow one stream; run the streams in separate graphs",
+                    ))
+    return stream_of

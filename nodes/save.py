@@ -35,7 +35,7 @@ from nodegraph.atomic import write_file
 from nodegraph import types as T
 from nodegraph.errors import InputError
 from nodegraph.graph import Graph, Link
-from nodegraph.node import REQUIRED, Input
+from nodegraph.node import Input
 from nodegraph.registry import node, registry
 
 from .lists import pick
@@ -143,14 +143,11 @@ def _sampler_parts(graph: Graph, sampler: str) -> list[str]:
 def input_value(graph: Graph, node_id: str, name: str) -> Any:
     """An input's value as the node saw it: its literal, its default, or the string a
     PickString linked to it picked; None if it cannot be known without running."""
-    value = graph.inputs_of(node_id).get(name, REQUIRED)
+    definition = registry.get(graph.type_of(node_id))
+    value = definition.inputs_as_run(graph.inputs_of(node_id)).get(name) if definition else None
     if type(value) is Link:
         return _picked(graph, value.node) if value.node in graph else None
-    if value is REQUIRED:
-        definition = registry.get(graph.type_of(node_id))
-        spec = definition.inputs.get(name) if definition else None
-        value = spec.default if spec is not None else None
-    return None if value is REQUIRED else value
+    return value
 
 
 def _fill_in_item_names(graph: Graph, label: str) -> None:

@@ -120,3 +120,28 @@ def test_a_broken_node_hook_is_a_problem_not_a_crash():
     found = validate(g, broken).problems
     assert [(p.node, p.code) for p in found] == [("b", "node.check_failed")]
     assert "ZeroDivisionError" in found[0].message
+
+
+def test_validate_applies_every_rule_the_planner_and_runner_do(tmp_path):
+    """nodegraph.validate and `nodegraph validate` (which plans) agree: streams, fingerprints, targets."""
+    import shutil
+
+    import nodes  # noqa: F401
+    from nodegraph.plan import plan
+    from nodegraph.registry import registry as builtin
+    from nodes.tiny_models import builtin_path
+
+    graph = Graph()
+    a = graph.add("LoadImages", id="a", folder=str(tmp_path))
+    b = graph.add("LoadImages", id="b", folder=str(tmp_path))
+    graph.add("Save", id="save", image=graph.add("ImageGrid", id="grid", image1=a.image, image2=b.image).image)
+    model = shutil.copytree(builtin_path("tiny-sd"), tmp_path / "model")
+    (model / "vae" / "config.json").write_bytes(b'{"x": "\xe9"}')  # read only by the fingerprint
+    graph.add("LoadModel", id="load", model=str(model))
+    found = {(p.node, p.code) for p in validate(graph, builtin).problems}
+    assert {("grid", "stream.multiple"), ("save", "stream.multiple"), ("load", "model.unreadable")} <= found
+    with pytest.raises(ValidationError) as caught:
+        plan(graph, builtin)
+    assert {(p.node, p.code) for p in caught.value.problems} == found
+    assert [p.code for p in validate(graph, builtin, outputs=["nope"]).problems if p.node == "nope"] == \
+        ["run.unknown_output"]
