@@ -304,8 +304,9 @@ def _effect_present(definition, result: Any) -> bool:
 
 def _check_output_dir(graph: Graph, current: Plan, targets: list[str]) -> None:
     """Refuse an output folder that cannot be written before anything runs, not after every node did."""
-    needed = set(targets).union(*(nx.ancestors(graph.nx, t) for t in targets))
-    writers = [n for n in current.order if n in needed and "output_dir" in current.definitions[n].reads_options]
+    wanted = set(targets)
+    writers = [n for n, definition in current.definitions.items() if "output_dir" in definition.reads_options
+               and (n in wanted or wanted & nx.descendants(graph.nx, n))]  # writers are few, and mostly sinks
     if not writers:
         return
     folder = current.options.output_dir

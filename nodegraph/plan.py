@@ -58,7 +58,7 @@ class Plan:
     @property
     def outputs(self) -> list[str]:
         """The output nodes, in order: what a run without named outputs runs."""
-        return [n for n in self.typed.order if self.typed.definitions[n].output_node]
+        return self.typed.output_nodes
 
 
 def plan(graph: Graph, registry=None, options: RunOptions | None = None) -> Plan:
@@ -87,7 +87,7 @@ def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptio
     # A copy: a failed re-plan must leave the previous plan as it was.
     typed = TypedGraph(definitions=dict(old.definitions), input_types=dict(old.input_types),
                        output_types=dict(old.output_types), order=old.order, stream_of=old.stream_of,
-                       fingerprints=dict(old.fingerprints))
+                       fingerprints=dict(old.fingerprints), output_nodes=old.output_nodes)
     for node_id in changed:
         before = typed.output_types.get(node_id)
         check_node(graph, node_id, registry, typed)

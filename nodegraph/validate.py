@@ -53,6 +53,7 @@ class TypedGraph:
     # node -> its fingerprint: identity of what it reads from outside the graph; None where that
     # is known only when it runs (see NodeDef.fingerprint)
     fingerprints: dict[str, str | None] = field(default_factory=dict)
+    output_nodes: list[str] = field(default_factory=list)  # in order: what a run without named outputs runs
 
 
 def validate(graph: Graph, registry=None, outputs: list[str] | None = None) -> TypedGraph:
@@ -69,6 +70,7 @@ def validate(graph: Graph, registry=None, outputs: list[str] | None = None) -> T
     for node_id in sorted(cyclic):  # still report their other problems
         check_node(graph, node_id, registry, typed)
     typed.stream_of = _stream_regions(graph, typed)
+    typed.output_nodes = [n for n in typed.order if n in typed.definitions and typed.definitions[n].output_node]
     typed.problems += target_problems(typed, outputs)
     return typed
 
@@ -78,7 +80,7 @@ def target_problems(typed: TypedGraph, outputs: list[str] | None) -> list[Proble
     if outputs is not None:
         return [Problem(t, None, "run.unknown_output", f"there is no node {t!r} to run",
                         hint="name a node of the graph, usually a Save") for t in outputs if t not in typed.definitions]
-    if typed.problems or any(d.output_node for d in typed.definitions.values()):
+    if typed.problems or typed.output_nodes or any(d.output_node for d in typed.definitions.values()):
         return []
     return [Problem(None, None, "graph.no_outputs", "nothing to run: the graph has no output node",
                     hint="add a Save node (or another output node) that consumes a result")]
