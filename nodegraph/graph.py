@@ -105,6 +105,22 @@ class Graph:
     def __len__(self) -> int:
         return len(self.nx)
 
+    def consumers(self, node_id: str, output: str) -> list[tuple[str, str]]:
+        """(consumer, input name) of every input linked to `node_id`'s `output`."""
+        return [(consumer, name) for consumer in self.nx.successors(node_id)
+                for name in sorted(self.nx.edges[node_id, consumer]["inputs"])
+                if self.inputs_of(consumer)[name].output == output]
+
+    def copy(self) -> Graph:
+        """A graph to edit without touching this one: edits to either never reach the other.
+        The copy starts at this graph's revision with an empty journal."""
+        other = Graph(ui=self.ui)
+        other.nx.add_nodes_from((n, {"type": d["type"], "inputs": dict(d["inputs"])}) for n, d in self.nx.nodes(data=True))
+        other.nx.add_edges_from((p, c, {"inputs": set(d["inputs"])}) for p, c, d in self.nx.edges(data=True))
+        other._waiting = {producer: set(consumers) for producer, consumers in self._waiting.items()}
+        other.revision = other._journal_floor = self.revision
+        return other
+
     def type_of(self, node_id: str) -> str:
         return self.nx.nodes[node_id]["type"]
 
@@ -164,6 +180,13 @@ class Graph:
         if type(old) is Link:
             self._disconnect(old.node, node_id, name)
         self._record(node_id, structural=type(old) is Link)
+
+    def redirect(self, old: Link, new: Link) -> list[tuple[str, str]]:
+        """Point every input linked to `old` at `new` instead; returns the (consumer, input) redirected."""
+        moved = self.consumers(old.node, old.output) if old.node in self.nx else []
+        for consumer, name in moved:
+            self.set_input(consumer, name, new)
+        return moved
 
     def remove(self, node_id: str) -> None:
         """Remove a node; links to it stay in its consumers and fail validation."""

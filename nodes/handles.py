@@ -26,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from nodegraph.errors import InputError
+from nodegraph.resources import Component
 
 from .devices import resolve_device, resolve_dtype
+from .parts import PartSpec, describe, load_component, load_single_file, local_folder
 from .spaces import FAMILIES, IMG2IMG, INPAINT, KANDINSKY_FAMILY, LATENT_UPSCALE, SDXL, TEXT2IMG, UPSCALE
 from .tiny_models import quiet_progress_bars
-from .weights import Part, combined_identity, load_folder, load_single_file, local_folder
+from .weights import combined_identity
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +104,10 @@ class ModelHandle:
     they have `prior_pipe` and `decoder_pipe`. The inpainting decoder loads when
     inpainting first runs, the other decoder when text2img or img2img first runs.
 
-    `release()` drops the weights this handle holds; it loads them again if used again.
-    Weights belong to the component cache, not to the result cache: `nbytes` is 0.
+    A handle is a resource (see nodegraph.resources): made, it has loaded nothing; its
+    components load one by one as they are first used (or all at once with `load()`), and
+    `unload(keep)` lets go of those not kept, to be loaded again if used again. Weights
+    belong to the component cache and the model memory, not to the result cache: `nbytes` is 0.
     """
 
     nbytes = 0
@@ -121,12 +125,10 @@ class ModelHandle:
         self.scheduler = self._usable_scheduler()
         self.attention = self._usable_attention()
         self._vae_role = next(role for role in load_now if role != KANDINSKY_PRIOR)
-        self._parts: dict[str, Part] = {}
+        self._specs: dict[str, PartSpec] = {role: self._describe(role) for role in load_now}
+        self._loaded: dict[str, dict[str, Any]] = {}  # role -> component -> what was loaded
         self._pipelines: dict[str, Any] = {}
-        for role in load_now:
-            self._part(role)
-        self.identity = combined_identity({role: part.identity for role, part in self._parts.items()})
-        self._note_unsupported_vae_options()
+        self.identity = combined_identity({role: combined_identity(spec.identities) for role, spec in self._specs.items()})
         self.vae = VaeHandle(self)
 
     def __repr__(self) -> str:
@@ -144,31 +146,75 @@ class ModelHandle:
         self._apply_runtime_options(pipeline)
         return pipeline
 
-    def release(self) -> None:
-        """Let go of the weights; modules no other handle holds are freed."""
-        self._parts.clear()
-        self._pipelines.clear()
+    # ---- as a resource ------------------------------------------------------------------------
+
+    def components(self) -> dict[str, Component]:
+        """Every component with weights of the parts described so far, by name ("role/name" for Kandinsky)."""
+        return {self._component_name(role, name): Component(identity, self._size(role, name))
+                for role, spec in self._specs.items() for name, identity in spec.identities.items()}
+
+    def load(self) -> None:
+        """Load every component of the model's parts (its inpainting decoder waits for an inpaint)."""
+        for role in self._specs:
+            self._part(role)
+
+    def unload(self, keep: frozenset[str] = frozenset()) -> None:
+        """Let go of the modules whose identity is not in `keep`; modules no one else holds are freed."""
+        self._pipelines.clear()  # they hold the modules too
+        for role, loaded in self._loaded.items():
+            for name in [n for n in loaded if n in self._specs[role].identities]:
+                if self._specs[role].identities[name] not in keep:
+                    del loaded[name]
+
+    def _component_name(self, role: str, name: str) -> str:
+        return name if role == MAIN else f"{role}/{name}"
+
+    def _size(self, role: str, name: str) -> int:
+        """Bytes the component takes: measured once loaded, estimated from its files before."""
+        module = self._loaded.get(role, {}).get(name)
+        if module is not None and hasattr(module, "parameters"):
+            return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+        return self._specs[role].nbytes.get(name, 0)
 
     # ---- assembling pipelines ---------------------------------------------------------------
 
-    def _part(self, role: str) -> Part:
-        if role not in self._parts:
-            self._parts[role] = self._load(role)
-        return self._parts[role]
-
-    def _load(self, role: str) -> Part:
+    def _describe(self, role: str) -> PartSpec:
         source = self._sources.get(role)
         if source is None:
             raise InputError("model", f"this {self.family} model has no {role} (it was loaded from "
                              f"{', '.join(self._sources.values())})", code="model.missing_part",
                              hint="load kandinsky-community/kandinsky-2-2-decoder-inpaint to inpaint"
                              if role == KANDINSKY_INPAINT_DECODER else None)
+        path = Path(source) if Path(source).is_file() else local_folder(source, self.options.allow_pickle)
+        return describe(path, self.dtype.itemsize, self.options.allow_pickle)
+
+    def _part(self, role: str) -> dict[str, Any]:
+        """Every component of a part, loading those that are not loaded."""
+        if role not in self._specs:
+            self._specs[role] = self._describe(role)
+        spec = self._specs[role]
+        loaded = self._loaded.setdefault(role, {})
+        names = [n for n in spec.classes if n not in loaded] if not spec.single_file else \
+            ([] if set(spec.identities) <= set(loaded) else ["*"])
         with quiet_progress_bars():
-            if Path(source).is_file():
-                pipeline_name = next(iter(TASK_PIPELINES[self.family].values()))
-                return load_single_file(Path(source), self.family, pipeline_name, self.dtype, self._placement)
-            folder = local_folder(source, self.options.allow_pickle)
-            return load_folder(folder, self.dtype, self._placement, self.options.allow_pickle)
+            for name in names:
+                if spec.single_file:
+                    pipeline_name = next(iter(TASK_PIPELINES[self.family].values()))
+                    loaded.update(load_single_file(spec, self.family, pipeline_name, self.dtype, self._placement))
+                else:
+                    loaded[name] = load_component(spec, name, self.dtype, self._placement, self.options.allow_pickle)
+        return loaded
+
+    def _module(self, role: str, name: str):
+        """One component, loading only it (a single-file part loads whole)."""
+        loaded = self._loaded.setdefault(role, {})
+        if name not in loaded:
+            spec = self._specs[role]
+            if spec.single_file:
+                return self._part(role)[name]
+            with quiet_progress_bars():
+                loaded[name] = load_component(spec, name, self.dtype, self._placement, self.options.allow_pickle)
+        return loaded[name]
 
     def _assemble(self, task: str):
         import diffusers
@@ -177,8 +223,7 @@ class ModelHandle:
         if self.family == KANDINSKY_FAMILY:
             available = self._kandinsky_components(task)
         else:
-            part = self._part(MAIN)
-            available = {**part.config, **part.components}
+            available = {**self._specs[MAIN].config, **self._part(MAIN)}
         available["scheduler"] = self._fresh_scheduler(available["scheduler"])
         pipeline = _construct(pipeline_class, available)
         pipeline.set_progress_bar_config(disable=True)  # steps reach the user as nodegraph progress events
@@ -187,7 +232,7 @@ class ModelHandle:
     def _kandinsky_components(self, task: str) -> dict[str, Any]:
         decoder = self._part(KANDINSKY_INPAINT_DECODER if task == INPAINT else KANDINSKY_DECODER)
         prior = self._part(KANDINSKY_PRIOR)
-        return {**decoder.components, **{f"prior_{name}": c for name, c in prior.components.items()}}
+        return {**decoder, **{f"prior_{name}": c for name, c in prior.items()}}
 
     def _fresh_scheduler(self, base):
         """Schedulers keep state between steps, so each pipeline gets its own."""
@@ -231,8 +276,7 @@ class ModelHandle:
             return "sdpa"
         return requested
 
-    def _note_unsupported_vae_options(self) -> None:
-        vae = self.vae_module()
+    def _note_unsupported_vae_options(self, vae) -> None:
         for option, attribute in (("vae_tiling", "use_tiling"), ("vae_slicing", "use_slicing")):
             if getattr(self.options, option) and not hasattr(vae, attribute):
                 log.warning("%s ignored: %s does not support it", option, type(vae).__name__)
@@ -255,11 +299,20 @@ class ModelHandle:
     # ---- what the VaeHandle reads -----------------------------------------------------------
 
     def vae_module(self):
-        """The model's VAE (Kandinsky: its MoVQ) module, loaded if it was released."""
-        return self._part(self._vae_role).components[self._vae_name]
+        """The model's VAE (Kandinsky: its MoVQ) module, loading only it if it is not loaded."""
+        first = self._vae_name not in self._loaded.get(self._vae_role, {})
+        vae = self._module(self._vae_role, self._vae_name)
+        if first:
+            self._note_unsupported_vae_options(vae)
+        return vae
 
-    def vae_identity(self) -> str:
-        return self._part(self._vae_role).identities[self._vae_name]
+    def vae_component(self) -> Component:
+        return Component(self._specs[self._vae_role].identities[self._vae_name], self._size(self._vae_role, self._vae_name))
+
+    def unload_vae(self, keep: frozenset[str]) -> None:
+        if self.vae_component().identity not in keep:
+            self._pipelines.clear()
+            self._loaded.get(self._vae_role, {}).pop(self._vae_name, None)
 
     @property
     def _vae_name(self) -> str:
@@ -352,7 +405,17 @@ class VaeHandle:
     def __init__(self, model: ModelHandle):
         self._model = model
         self.space = model.space
-        self.identity = model.vae_identity()
+        self.identity = model.vae_component().identity
+
+    # as a resource (see nodegraph.resources): the model's VAE alone
+    def components(self) -> dict[str, Component]:
+        return {"vae": self._model.vae_component()}
+
+    def load(self) -> None:
+        self._model.vae_module()
+
+    def unload(self, keep: frozenset[str] = frozenset()) -> None:
+        self._model.unload_vae(keep)
 
     def __repr__(self) -> str:
         return f"<VaeHandle {self.space} {self.identity[-12:]}>"

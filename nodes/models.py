@@ -21,7 +21,7 @@ from nodegraph.graph import Link
 from nodegraph.node import Input, Output
 from nodegraph.registry import node, rewrite
 
-from . import handles, weights
+from . import handles, parts, weights
 from .handles import KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER, KANDINSKY_PRIOR, MAIN
 from .spaces import FAMILIES, KANDINSKY_FAMILY, TINY_BUILTINS
 from .tiny_models import BUILTIN_FAMILIES, builtin_identity, builtin_path
@@ -146,7 +146,7 @@ def detect_family(model: str, allow_pickle: bool = False) -> str | None:
         if what.lower().endswith(PICKLE_SUFFIXES):
             _refuse_pickle(what, allow_pickle)
             return None
-        return checkpoint_family(tensor_shapes(Path(what)), Path(what).name)
+        return checkpoint_family(weights.tensor_shapes(Path(what)), Path(what).name)
     cached = cached_hub_folder(what)
     if cached is not None:
         return folder_family(cached)
@@ -199,28 +199,6 @@ def _diffusers_folders(folder: Path) -> dict[str, Path]:
     if _is_kandinsky_layout(folder):
         return {role: folder / role for role in KANDINSKY_ROLES if (folder / role / "model_index.json").is_file()}
     return {MAIN: folder}
-
-
-def tensor_shapes(path: Path) -> dict[str, list[int]]:
-    """Tensor name -> shape, from a .safetensors file's JSON header alone (its first bytes)."""
-    try:
-        with open(path, "rb") as file:
-            (length,) = struct.unpack("<Q", file.read(8))
-            if length > 100_000_000:  # real headers are a few MB at most
-                raise ValueError(f"header length {length} is implausible")
-            header = json.loads(file.read(length))
-        if not isinstance(header, dict):
-            raise ValueError("its header is not a JSON object")
-        shapes = {name: entry.get("shape") for name, entry in header.items() if name != "__metadata__"
-                  and isinstance(entry, dict)}
-        if not all(isinstance(shape, list) and all(type(n) is int for n in shape) for shape in shapes.values()):
-            raise ValueError("a tensor's shape in its header is not a list of integers")
-        return shapes
-    except (OSError, ValueError, RecursionError, struct.error) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
-        raise InputError("model", f"{path.name} is not a readable .safetensors file: {reason}",
-                         code="model.unreadable", hint="re-download the checkpoint; a .safetensors file starts "
-                         "with an 8-byte header length and a JSON header") from None
 
 
 def checkpoint_family(shapes: dict[str, list[int]], name: str) -> str:
@@ -348,7 +326,7 @@ def locate(model: str, allow_pickle: bool) -> tuple[str, dict[str, str], tuple[s
     if kind == "builtin":
         folder = builtin_path(what)
     elif kind == "hub":
-        folder = weights.local_folder(what, allow_pickle)
+        folder = parts.local_folder(what, allow_pickle)
     elif kind == "folder":
         folder = Path(what)
     else:
@@ -361,7 +339,7 @@ def locate(model: str, allow_pickle: bool) -> tuple[str, dict[str, str], tuple[s
 
 def _checkpoint_family(path: Path, allow_pickle: bool) -> str:
     if not path.name.lower().endswith(PICKLE_SUFFIXES):
-        return checkpoint_family(tensor_shapes(path), path.name)
+        return checkpoint_family(weights.tensor_shapes(path), path.name)
     _refuse_pickle(str(path), allow_pickle)
     import torch
 

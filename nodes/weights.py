@@ -1,24 +1,22 @@
-"""Model components: their weight identity, the process-wide cache of them, and loading them.
+"""Model weights on disk and in memory: their identity, their size, and the process-wide cache
+of loaded modules.
 
 Components with weights (UNet, VAE, text encoders, ...) come from one process-wide
 cache keyed by weight identity, so two checkpoints that ship an identical VAE or text
 encoder hold one module between them; a module stays loaded while some handle holds
-it. Components load from diffusers folders (local, or in the Hugging Face cache) or
-from single-file checkpoints.
+it. Loading itself is nodes.parts'.
 
-torch and diffusers are imported inside the functions: importing this module is cheap.
+Nothing here imports torch or diffusers: importing this module is cheap.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import json
 import os
 import re
+import struct
 import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,8 +24,6 @@ from nodegraph.errors import InputError
 
 from .tiny_models import cache_root
 
-# the NSFW checker and its image preprocessor: never loaded (see nodes.handles)
-_NOT_LOADED = ("safety_checker", "feature_extractor")
 # model_index.json names each component's module; only these may be imported (a node pack may add its own)
 COMPONENT_LIBRARIES = {"diffusers", "transformers"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -115,6 +111,11 @@ def read_model_index(folder: Path) -> dict[str, Any]:
     return index
 
 
+def is_component_spec(value: Any) -> bool:
+    """model_index.json names each component as [library, class] (both null when it is absent)."""
+    return isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
+
+
 def component_folders(folder: Path) -> list[Path]:
     """The component subfolders a diffusers folder's model_index.json lists (nothing else is looked at)."""
     return [folder / name for name, spec in read_model_index(folder).items()
@@ -123,6 +124,51 @@ def component_folders(folder: Path) -> list[Path]:
 
 def weight_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.name.endswith(_WEIGHT_SUFFIXES))
+
+
+_ELEMENT_BYTES = {"F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2,
+                  "U16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1}
+
+
+def tensor_header(path: Path) -> dict[str, dict]:
+    """Tensor name -> {"shape", "dtype"}, from a .safetensors file's JSON header alone (its first bytes)."""
+    try:
+        with open(path, "rb") as file:
+            (length,) = struct.unpack("<Q", file.read(8))
+            if length > 100_000_000:  # real headers are a few MB at most
+                raise ValueError(f"header length {length} is implausible")
+            header = json.loads(file.read(length))
+        if not isinstance(header, dict):
+            raise ValueError("its header is not a JSON object")
+        tensors = {name: entry for name, entry in header.items() if name != "__metadata__" and isinstance(entry, dict)}
+        if not all(isinstance(entry.get("shape"), list) and all(type(n) is int for n in entry["shape"])
+                   for entry in tensors.values()):
+            raise ValueError("a tensor's shape in its header is not a list of integers")
+        return tensors
+    except (OSError, ValueError, RecursionError, struct.error) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise InputError("model", f"{path.name} is not a readable .safetensors file: {reason}",
+                         code="model.unreadable", hint="re-download the checkpoint; a .safetensors file starts "
+                         "with an 8-byte header length and a JSON header") from None
+
+
+def tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """Tensor name -> shape, from a .safetensors file's header."""
+    return {name: entry["shape"] for name, entry in tensor_header(path).items()}
+
+
+def loaded_bytes(path: Path, element_bytes: int | None) -> int:
+    """What a weight file's tensors take in memory once loaded as `element_bytes`-byte numbers
+    (None: as stored). Pickle files are counted by their size on disk."""
+    if not path.name.endswith(".safetensors"):
+        return path.stat().st_size
+    total = 0
+    for entry in tensor_header(path).values():
+        count = 1
+        for side in entry["shape"]:
+            count *= side
+        total += count * (element_bytes or _ELEMENT_BYTES.get(entry.get("dtype"), 4))
+    return total
 
 
 def refuse_pickle_only(folder: Path, allow_pickle: bool) -> None:
@@ -195,128 +241,3 @@ class ComponentCache:
 COMPONENTS = ComponentCache()
 
 
-# ---- loading -------------------------------------------------------------------------------
-
-
-@dataclass
-class Part:
-    """The loaded components of one diffusers folder (or single-file checkpoint)."""
-
-    components: dict[str, Any]  # name -> module, tokenizer, scheduler or processor; None if absent
-    config: dict[str, Any]  # the pipeline's settings from model_index.json, e.g. requires_aesthetics_score
-    identities: dict[str, str] = field(default_factory=dict)  # name -> weight identity, for modules
-
-    @property
-    def identity(self) -> str:
-        return combined_identity(self.identities)
-
-
-def local_folder(source: str, allow_pickle: bool) -> Path:
-    """A local path as it is; a hub id as its folder in the Hugging Face cache, downloaded if need be."""
-    path = Path(source).expanduser()
-    if path.exists():
-        return path
-    from diffusers import DiffusionPipeline
-
-    try:
-        return Path(DiffusionPipeline.download(source, use_safetensors=None if allow_pickle else True))
-    except (OSError, ValueError) as error:
-        raise InputError("model", f"could not get {source!r} from the Hugging Face Hub or its local cache: {error}",
-                         code="model.not_found",
-                         hint="check the id, or download it with network access "
-                              f"(huggingface-cli download {source}), or run with --tiny") from error
-
-
-def load_folder(folder: Path, dtype, placement: str, allow_pickle: bool) -> Part:
-    """The components of a diffusers folder, as its model_index.json lists them; modules via the cache."""
-    index = read_model_index(folder)
-    part = Part(components={}, config={})
-    for name, spec in index.items():
-        if name.startswith("_"):
-            continue
-        if not is_component_spec(spec):
-            part.config[name] = spec
-        elif spec[0] is None or name in _NOT_LOADED:
-            part.components[name] = None
-        else:
-            component_class = getattr(importlib.import_module(spec[0]), str(spec[1]), None)
-            if not (isinstance(component_class, type) and hasattr(component_class, "from_pretrained")):
-                raise InputError("model", f"{folder}/model_index.json names {spec[0]}.{spec[1]} for {name}, which "
-                                 f"is not a component class {spec[0]} has", code="model.unrecognized",
-                                 hint="the folder may need a newer diffusers or transformers, or is damaged")
-            if _has_weights(component_class):
-                refuse_pickle_only(folder / name, allow_pickle)
-                part.identities[name] = f"{spec[1]}:{component_identity(folder / name)}"
-                part.components[name] = _load_module(component_class, folder / name, part.identities[name], dtype,
-                                                     placement, allow_pickle)
-            else:  # tokenizers, schedulers, image processors
-                part.components[name] = component_class.from_pretrained(folder / name)
-    return part
-
-
-def is_component_spec(value: Any) -> bool:
-    """model_index.json names each component as [library, class] (both null when it is absent)."""
-    return isinstance(value, list) and len(value) == 2 and all(v is None or isinstance(v, str) for v in value)
-
-
-def _has_weights(component_class) -> bool:
-    import torch
-
-    return issubclass(component_class, torch.nn.Module)
-
-
-def _load_module(component_class, folder: Path, identity: str, dtype, placement: str, allow_pickle: bool):
-    """The component's module from the component cache, loaded into it if it is not there yet."""
-    return COMPONENTS.get_or_load(
-        (identity, str(dtype), placement),
-        lambda: _place(component_class.from_pretrained(folder, dtype=dtype, variant=_variant(folder),
-                                                       use_safetensors=None if allow_pickle else True), placement),
-    )
-
-
-def _variant(folder: Path) -> str | None:
-    """The variant to load (e.g. "fp16") when a component ships only variant weight files."""
-    names = [p.name for p in weight_files(folder)]
-    plain = re.compile(r"(diffusion_pytorch_model|model)(-\d+-of-\d+)?\.(safetensors|bin)")
-    if not names or any(plain.fullmatch(n) for n in names):
-        return None
-    return names[0].rsplit(".", 2)[-2]  # name.VARIANT.safetensors
-
-
-def _place(module, placement: str):
-    """Move a freshly loaded module where it runs; offloaded modules wait on the CPU."""
-    if not placement.startswith("offload:"):
-        module.to(placement)
-    return module
-
-
-def load_single_file(path: Path, family: str, pipeline_name: str, dtype, placement: str) -> Part:
-    """A single-file checkpoint, as diffusers' `from_single_file` of pipeline `pipeline_name` splits it
-    into components."""
-    import diffusers
-    import torch
-
-    pipeline_class = getattr(diffusers, pipeline_name)
-    file_identity = file_sha256(path)
-
-    def key(name: str) -> tuple:
-        return (f"{name}@{file_identity}", str(dtype), placement)
-
-    names = [n for n, p in inspect.signature(pipeline_class.__init__).parameters.items() if n != "self"]
-    cached = {name: module for name in names if (module := COMPONENTS.get(key(name))) is not None}
-    try:
-        pipeline = pipeline_class.from_single_file(str(path), dtype=dtype, **cached)
-    except (OSError, ValueError) as error:
-        raise InputError("model", f"diffusers could not load {path.name} as a {family} checkpoint: {error}",
-                         code="model.load_failed",
-                         hint="diffusers reads a single file's configuration from the original model on the "
-                              "Hugging Face Hub (or its local cache): run once with network access, or use the "
-                              "model's diffusers folder") from error
-    part = Part(components=pipeline.components, config={})
-    for name, component in part.components.items():
-        if isinstance(component, torch.nn.Module):
-            if name not in cached:
-                COMPONENTS.put(key(name), _place(component, placement))
-            part.identities[name] = f"{name}@{file_identity}"
-    part.config = {k: v for k, v in pipeline.config.items() if not k.startswith("_") and k not in part.components}
-    return part

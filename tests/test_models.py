@@ -162,8 +162,9 @@ def test_a_checkpoint_diffusers_cannot_configure_offline_fails_on_the_model_inpu
 
     checkpoint = tmp_path / "sd15.safetensors"
     save_file({CONV_IN: torch.zeros(8, 4, 3, 3)}, checkpoint)
+    model = handle(str(checkpoint))  # handles load their weights when first used
     with pytest.raises(InputError) as error:
-        handle(str(checkpoint))
+        model.load()
     assert (error.value.input, error.value.code) == ("model", "model.load_failed")
     assert "network" in error.value.hint
 
@@ -416,7 +417,7 @@ def test_dtype_is_explicit_and_modules_of_another_dtype_are_not_shared():
 def test_release_frees_weights_and_the_handle_loads_them_again():
     upscaler = handle("builtin:tiny-x4-upscaler", dtype="bfloat16")  # held by no other test
     unet = weakref.ref(upscaler.pipeline(UPSCALE).unet)
-    upscaler.release()
+    upscaler.unload()
     gc.collect()
     assert unet() is None
     assert upscaler.pipeline(UPSCALE).unet.dtype == torch.bfloat16
