@@ -22,6 +22,7 @@ from .context import MAX_IMAGE_PIXELS, RunOptions
 from .errors import GraphFileError, Interrupted, NodeExecutionError, UsageError, ValidationError
 from .graph import Graph
 from .node import REQUIRED
+from .optimize import PASSES
 from .registry import registry
 
 OK, INVALID, USAGE, FAILED = 0, 1, 2, 3
@@ -79,15 +80,27 @@ def _parser() -> argparse.ArgumentParser:
                 sub.add_argument(f"--{rewrite.name}", action="store_true", help=rewrite.help)
         return sub
 
+    def optimiser_options(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--output", action="append", metavar="NODE",
+                         help="run only what this output node needs (repeatable)")
+        sub.add_argument("--no-optimize", dest="optimize", action="store_false", help="switch the optimiser off")
+        sub.add_argument("--disable", action="append", default=[], metavar="PASS",
+                         help=f"switch one optimiser pass off (repeatable): {', '.join(PASSES)}")
+        sub.add_argument("--model-memory", type=_size, metavar="SIZE",
+                         help="memory loaded models may take, e.g. 6GB (default: what the machine has free)")
+
     run = command("run", _run, "run a graph")
     run.add_argument("--out", type=Path, default=Path("outputs"), help="folder for saved outputs (default: outputs)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
-    run.add_argument("--output", action="append", metavar="NODE", help="run only what this output node needs (repeatable)")
     run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
                      help=f"refuse to decode larger images (default: {MAX_IMAGE_PIXELS}, 8192x8192)")
+    optimiser_options(run)
     validate = command("validate", _validate, "check a graph without running it")
     validate.add_argument("--json", action="store_true", help="print the problems as a JSON array")
-    command("explain", _explain, "print the execution plan")
+    explain = command("explain", _explain, "show the plan: what the optimiser rewrites, the order, and when each "
+                                           "model loads and is released")
+    explain.add_argument("--json", action="store_true", help="print it as JSON")
+    optimiser_options(explain)
     nodes = command("nodes", _nodes, "list the node types", graph=False)
     nodes.add_argument("--json", action="store_true", help="print the catalogue as JSON")
     command("schema", _schema, "print the JSON Schema of graph files", graph=False)
@@ -107,20 +120,30 @@ def _validate(args) -> int:
 
 
 def _explain(args) -> int:
-    from .plan import plan
+    from .explain import explain, lines, to_json
 
     graph = _load(args)
-    current = plan(graph)
-    targets = set(current.outputs)
-    _say(f"{len(current.order)} nodes, {len(targets)} output node(s); order of execution:")
-    for position, node_id in enumerate(current.order, 1):
-        outputs = current.typed.output_types[node_id]
-        produced = ", ".join(f"{name}: {t}" for name, t in outputs.items()) or "output node"
-        notes = [f"per item of {current.stream_of[node_id]}"] if node_id in current.stream_of else []
-        notes += [f"random seed {name}" for name in current.seeds.get(node_id, {})]
-        suffix = f"  [{'; '.join(notes)}]" if notes else ""
-        _say(f"{position:4}. {node_id} ({graph.type_of(node_id)}) -> {produced}  key {current.keys[node_id].hex()[:12]}{suffix}")
+    optimized = explain(graph, _options(args), args.output)
+    if args.json:
+        _say(json.dumps(to_json(graph, optimized), indent=2), raw=True)
+    else:
+        for line in lines(graph, optimized):
+            _say(line)
     return OK
+
+
+def _options(args, **run_only) -> RunOptions:
+    return RunOptions(optimize=args.optimize, disable=frozenset(args.disable), model_memory=args.model_memory,
+                      **run_only)
+
+
+def _size(text: str) -> int:
+    from .explain import parse_size
+
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _run(args) -> int:
@@ -129,7 +152,7 @@ def _run(args) -> int:
     graph = _load(args)
     executor = Executor()
     progress = _Progress()
-    options = RunOptions(device=args.device, output_dir=args.out, max_image_pixels=args.max_image_pixels)
+    options = _options(args, device=args.device, output_dir=args.out, max_image_pixels=args.max_image_pixels)
     previous = signal.signal(signal.SIGINT, lambda *_: executor.cancel())
     try:
         result = executor.run(graph, args.output, on_event=progress, options=options)
@@ -199,7 +222,12 @@ def _print_problems(problems, as_json: bool) -> None:
 
 
 def _print_summary(result) -> None:
+    from .explain import summary
+
     _say(f"done in {result.duration:.2f} s: {len(result.executed)} node run(s), {len(result.cached)} cached", err=True)
+    optimised = summary(result.rewrites, result.schedule, result.peak_model_bytes)
+    if optimised:
+        _say(optimised, err=True)
     for node_id, seeds in result.seeds.items():
         for name, value in seeds.items():
             _say(f"  {node_id}.{name}: random seed {value}", err=True)

@@ -22,9 +22,13 @@ class RunOptions:
     output_dir: Path = Path("outputs")  # a str is taken as a Path
     # Larger images are refused before they are decoded: a small file can hold a huge image.
     max_image_pixels: int = MAX_IMAGE_PIXELS
+    optimize: bool = True  # run the optimiser's passes (see nodegraph.optimize)
+    disable: frozenset[str] = frozenset()  # ... but these
+    model_memory: int | None = None  # bytes that loaded models may take; None: what the machine has free
 
     def __post_init__(self):
         object.__setattr__(self, "output_dir", Path(self.output_dir))
+        object.__setattr__(self, "disable", frozenset(self.disable))
 
 
 @dataclass(frozen=True)

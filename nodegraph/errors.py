@@ -76,4 +76,5 @@ class Interrupted(NodegraphError):
 
     def __init__(self, node: str | None = None):
         self.node = node
+        self.result = None  # the run's RunResult so far: what finished before the interrupt
         super().__init__(f"interrupted at {node}" if node else "interrupted")

@@ -13,6 +13,7 @@ failing item is reported without stopping the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -29,7 +30,10 @@ from .context import ItemInfo, NodeContext, RunOptions
 from .errors import Interrupted, NodeExecutionError, NodegraphError, Problem, UsageError, ValidationError
 from .graph import Graph, Link
 from .node import StreamItem
+from .optimize import Optimized, Rewrite, check_pass_names, optimize
+from .optimize.lifetimes import Schedule
 from .plan import Plan, item_key, node_key, replan, resolve_random_seeds
+from .residency import Residency
 from .validate import target_problems
 
 EventCallback = Callable[[dict], None]
@@ -55,6 +59,10 @@ class RunResult:
     seeds: dict[str, dict[str, int]] = field(default_factory=dict)  # resolved "random" seeds
     failures: list[ItemFailure] = field(default_factory=list)
     duration: float = 0.0
+    rewrites: list[Rewrite] = field(default_factory=list)  # what the optimiser did
+    schedule: Schedule | None = None  # when models were planned to load and go
+    model_loads: int = 0  # resources (models, VAEs) loaded, or loaded again after a release
+    peak_model_bytes: int = 0  # the most model memory resident at once
 
 
 class Executor:
@@ -106,46 +114,81 @@ class Executor:
             raise ValidationError(problems)
         targets = list(outputs) if outputs is not None else current.outputs
         _check_output_dir(graph, current, targets)
-        run = _Run(self, graph, current, on_event or self.on_event, options)
+        optimized = self.optimize(graph, current, targets, options)
+        run = _Run(self, graph, optimized, on_event or self.on_event, options)
         return run.execute(targets)
+
+    def optimize(self, graph: Graph, current: Plan, targets: list[str], options: RunOptions) -> Optimized:
+        """The graph as it will run. Where no models are involved the passes would change nothing
+        the executor does not do anyway (it runs on demand, and equal keys once), so they are skipped."""
+        check_pass_names(options.disable)
+        if not options.optimize or not current.typed.resource_nodes:
+            return Optimized(graph, current)
+        return optimize(graph, current, targets, options.disable, options.model_memory, self.registry)
 
 
 class _Run:
-    """The state of one run."""
+    """The state of one run: the user's graph, the optimised graph that runs, and what was done."""
 
-    def __init__(self, executor: Executor, graph: Graph, current: Plan, emit: EventCallback | None,
+    def __init__(self, executor: Executor, user_graph: Graph, optimized: Optimized, emit: EventCallback | None,
                  options: RunOptions):
-        self.cache, self.graph, self.plan, self.options = executor.cache, graph, current, options
+        self.cache, self.options = executor.cache, options
+        self.user_graph, self.graph, self.plan = user_graph, optimized.graph, optimized.plan
+        self.aliases = optimized.aliases
         self.cancelled = executor._cancelled
         self.emit = emit
-        self.result = RunResult(outputs={}, seeds={node_id: dict(drawn) for node_id, drawn in current.seeds.items()})
+        self.result = RunResult(outputs={}, seeds={node_id: dict(drawn) for node_id, drawn in self.plan.seeds.items()},
+                                rewrites=optimized.rewrites, schedule=optimized.schedule)
+        self.residency = Residency(self.graph, self.plan, options.model_memory) if optimized.schedule else None
         self._workflow: str | None = None
 
     # ---- the run as a whole ------------------------------------------------------------
 
-    def execute(self, targets: list[str]) -> RunResult:
+    def execute(self, user_targets: list[str]) -> RunResult:
         started = time.perf_counter()
-        self._send("run_start", None, targets=targets)
+        self._send("run_start", None, targets=user_targets)
+        targets = list(dict.fromkeys(self.aliases.get(t, t) for t in user_targets))
         try:
             shared = [t for t in targets if t not in self.plan.stream_of]
             per_item = [t for t in targets if t in self.plan.stream_of]
             # Nodes outside streams first: everything a streamed node reads is then ready.
             needs = self._inputs_of_streams(per_item)
-            values = self._run_nodes(shared + needs, self.plan.keys.__getitem__, keep=set(shared + needs))
+            read_later = {v.node for n in self.plan.stream_of for v in self.graph.inputs_of(n).values()
+                          if type(v) is Link and v.node not in self.plan.stream_of}
+            values = self._run_nodes(shared + needs, self.plan.keys.__getitem__, keep=set(shared + needs),
+                                     needed_later=lambda r: self._made_by(r) in read_later)
             for target in shared:
                 self.result.outputs[target] = values[self.plan.keys[target]]
             for stream_node in dict.fromkeys(self.plan.stream_of[t] for t in per_item):
                 self._run_stream(stream_node, [t for t in per_item if self.plan.stream_of[t] == stream_node], values)
         except Interrupted as stop:
             self._send("interrupted", stop.node)
+            stop.result = self._finish(started, user_targets)
             raise
         except NodeExecutionError as error:
             self._send("error", error.node, **_error_fields(error))
+            self._finish(started, user_targets)
             raise
-        self.result.duration = time.perf_counter() - started
+        self._finish(started, user_targets)
         self._send("run_done", None, duration=self.result.duration, executed=len(self.result.executed),
                    cached=len(self.result.cached), failed=len(self.result.failures))
         return self.result
+
+    def _finish(self, started: float, user_targets: list[str]) -> RunResult:
+        """Release every model, report outputs under the user's node ids, and time the run."""
+        if self.residency is not None:
+            self.residency.memory.release_all()
+            self.result.model_loads = self.residency.memory.loads
+            self.result.peak_model_bytes = self.residency.memory.peak_bytes
+        for target in user_targets:
+            if target in self.aliases and self.aliases[target] in self.result.outputs:
+                self.result.outputs[target] = self.result.outputs[self.aliases[target]]
+        self.result.duration = time.perf_counter() - started
+        return self.result
+
+    def _made_by(self, resource: Any) -> str | None:
+        label = self.residency.label(resource) if self.residency else None
+        return label.rsplit(".", 1)[0] if label else None
 
     def _inputs_of_streams(self, per_item: list[str]) -> list[str]:
         """Nodes outside any stream that streamed targets read (the stream nodes included)."""
@@ -165,10 +208,12 @@ class _Run:
     # ---- running a set of nodes -----------------------------------------------------------
 
     def _run_nodes(self, targets: list[str], key_of: Callable[[str], bytes], keep: set[str],
-                   given: dict[str, Any] | None = None, item: ItemInfo | None = None) -> dict[bytes, Any]:
+                   given: dict[str, Any] | None = None, item: ItemInfo | None = None,
+                   needed_later: Callable[[Any], bool] = lambda resource: False) -> dict[bytes, Any]:
         """Run what `targets` need; returns the working set (key -> outputs) holding the targets.
 
-        `given` holds values of nodes outside this set (by key), `key_of` names each node's key.
+        `given` holds values of nodes outside this set (by key), `key_of` names each node's key, and
+        `needed_later(resource)` whether nodes after this set still read a resource.
         """
         graph, plan, cache = self.graph, self.plan, self.cache
         given = given or {}
@@ -194,24 +239,29 @@ class _Run:
         readers: dict[bytes, int] = {}  # key -> consumers still to run
         for producer_key in [*(k for n in to_run for k in self._read_keys(n, key_of)), *map(key_of, keep)]:
             readers[producer_key] = readers.get(producer_key, 0) + 1
-        for node_id in sorted(to_run, key=plan.index.__getitem__):
-            key = to_run[node_id]
-            if key in values:  # an identical node ran before it
-                self._cached(node_id, item)
-            else:
-                values[key] = self._execute(node_id, values, key_of, item)
-                cache.put(key, values[key])
-            for producer_key in self._read_keys(node_id, key_of):
-                readers[producer_key] -= 1
-                if readers[producer_key] == 0 and producer_key not in given:
-                    del values[producer_key]  # its last consumer ran
+        order = sorted(to_run, key=plan.index.__getitem__)
+        with self.residency.batch(order, needed_later) if self.residency else contextlib.nullcontext():
+            for node_id in order:
+                key = to_run[node_id]
+                if key in values:  # an identical node ran before it
+                    self._cached(node_id, item)
+                else:
+                    values[key] = self._execute(node_id, values, key_of, item)
+                    cache.put(key, values[key])
+                for producer_key in self._read_keys(node_id, key_of):
+                    readers[producer_key] -= 1
+                    if readers[producer_key] == 0 and producer_key not in given:
+                        del values[producer_key]  # its last consumer ran
+            if self.residency:
+                self.residency.finish_batch()
         return values
 
     def _read_keys(self, node_id: str, key_of) -> set[bytes]:
         return {key_of(producer) for producer in self.graph.nx.predecessors(node_id)}
 
     def _run_stream(self, stream_node: str, targets: list[str], values: dict[bytes, Any]) -> None:
-        """Run the per-item part of the graph once per item of `stream_node`'s stream outputs."""
+        """Run the per-item part of the graph once per item of `stream_node`'s stream outputs;
+        items that use the same models run one after another, so each model loads once."""
         plan = self.plan
         stream_outputs = values[plan.keys[stream_node]]
         stream_names = [n for n, o in plan.definitions[stream_node].outputs.items() if o.stream]
@@ -219,26 +269,63 @@ class _Run:
         for target in targets:
             self.result.outputs[target] = [None] * len(items)
         region = sorted((n for n, s in plan.stream_of.items() if s == stream_node), key=plan.index.__getitem__)
-        for index, stream_item in enumerate(items):
-            info = ItemInfo(index, stream_item.label)
-            # The item's identity stands in for the stream node's key, so an item keeps its
-            # cached results when other items of the stream change.
-            keys = _Overlay(plan.keys)
-            keys[stream_node] = item_key(plan.definitions[stream_node], stream_item)
-            for node_id in region:
-                keys[node_id] = node_key(self.graph, node_id, plan, keys)
-            key_of = keys.__getitem__
-            given = dict(values)
-            given[keys[stream_node]] = _ItemOutputs(stream_outputs, stream_names, stream_item, stream_node,
-                                                    plan.definitions[stream_node].name)
+        contexts = [self._item_context(stream_node, stream_outputs, stream_names, index, item, region, values)
+                    for index, item in enumerate(items)]
+        uses = self._models_of_items(contexts, region) if self.residency else [frozenset()] * len(items)
+        order = sorted(range(len(items)), key=lambda i: (uses.index(uses[i]), i))
+        for position, index in enumerate(order):
+            key_of, given, info = contexts[index]
+            following = uses[order[position + 1]] if position + 1 < len(order) else None
             try:
-                item_values = self._run_nodes(targets, key_of, keep=set(targets), given=given, item=info)
+                item_values = self._run_nodes(targets, key_of, keep=set(targets), given=given, item=info,
+                                              needed_later=lambda r: self._needed_by(following, r, region))
             except NodeExecutionError as error:
-                self.result.failures.append(ItemFailure(error.node, index, stream_item.label, error))
+                self.result.failures.append(ItemFailure(error.node, index, info.label, error))
                 self._send("error", error.node, item=info, **_error_fields(error))
                 continue
             for target in targets:
                 self.result.outputs[target][index] = item_values[key_of(target)]
+
+    def _item_context(self, stream_node: str, stream_outputs: dict, stream_names: list[str], index: int,
+                      item: StreamItem, region: list[str], values: dict[bytes, Any]):
+        """(key_of, given values, ItemInfo) for running one item."""
+        plan = self.plan
+        # The item's identity stands in for the stream node's key, so an item keeps its
+        # cached results when other items of the stream change.
+        keys = _Overlay(plan.keys)
+        keys[stream_node] = item_key(plan.definitions[stream_node], item)
+        for node_id in region:
+            keys[node_id] = node_key(self.graph, node_id, plan, keys)
+        given = dict(values)
+        given[keys[stream_node]] = _ItemOutputs(stream_outputs, stream_names, item, stream_node,
+                                                plan.definitions[stream_node].name)
+        return keys.__getitem__, given, ItemInfo(index, item.label)
+
+    def _models_of_items(self, contexts: list, region: list[str]) -> list[frozenset]:
+        """For each item, the value keys of the models it makes (a model picked per item): what the
+        items' model-making nodes read is worked out first (cheap: names, picks), not the models."""
+        makers = [n for n in region if n in self.plan.typed.resource_nodes]
+        inputs_of_makers = [p for n in makers for p in self.graph.nx.predecessors(n) if p in self.plan.stream_of]
+        uses = []
+        for key_of, given, info in contexts:
+            try:
+                found = self._run_nodes(inputs_of_makers, key_of, keep=set(inputs_of_makers), given=given, item=info)
+            except NodeExecutionError:
+                uses.append(frozenset())  # the item fails when it runs, and is reported then
+                continue
+            uses.append(frozenset(self.residency.value_key(maker, self._resolved(maker, found, key_of))
+                                  for maker in makers))
+        return uses
+
+    def _resolved(self, node_id: str, values: dict[bytes, Any], key_of) -> dict[str, Any]:
+        inputs = self.plan.definitions[node_id].inputs_as_run(self.graph.inputs_of(node_id), self.plan.seeds.get(node_id))
+        return {name: values[key_of(v.node)][v.output] if type(v) is Link else v for name, v in inputs.items()}
+
+    def _needed_by(self, following: frozenset | None, resource: Any, region: list[str]) -> bool:
+        """Whether the next item reads `resource`: a model made outside the stream, or the same model."""
+        if following is None:
+            return False
+        return self._made_by(resource) not in region or self.residency.made_with(resource) in following
 
     # ---- running one node -------------------------------------------------------------------
 
@@ -249,8 +336,15 @@ class _Run:
         kwargs = definition.inputs_as_run(self.graph.inputs_of(node_id), self.plan.seeds.get(node_id))
         try:
             for name, value in kwargs.items():
-                if type(value) is Link:
-                    kwargs[name] = values[key_of(value.node)][value.output]
+                if type(value) is Link:  # an identity-only input is not loaded (e.g. ItemName's image)
+                    kwargs[name] = None if definition.inputs[name].identity_only else \
+                        values[key_of(value.node)][value.output]
+            shared = self.residency.value_key(node_id, kwargs) if self.residency else None
+            if self.residency and self.residency.made_before(shared) is not None:
+                self._cached(node_id, item)  # the same resource, made from the same inputs for another item
+                return self.residency.made_before(shared)
+            if self.residency:
+                self.residency.before(node_id, kwargs)
             if definition.takes_context:
                 kwargs["ctx"] = NodeContext(node_id, self.options, self.emit or _ignore, self.cancelled,
                                             self.workflow, item, self.plan.typed.fingerprints)
@@ -258,6 +352,9 @@ class _Run:
             started = time.perf_counter()
             returned = definition.function(**kwargs)
             outputs = _outputs(definition, returned)
+            if self.residency:
+                self.residency.after(node_id, kwargs)
+                self.residency.made(shared, outputs)
         except (Interrupted, NodeExecutionError):
             raise
         except Exception as error:
@@ -269,10 +366,11 @@ class _Run:
     def workflow(self) -> str:
         """The graph as it runs, random seeds resolved, as graph-file JSON (made once per run)."""
         if self._workflow is None:
-            resolved = fileformat.loads(fileformat.dumps(self.graph))
+            resolved = self.user_graph.copy()
             for node_id, drawn in self.plan.seeds.items():
                 for name, value in drawn.items():
-                    resolved.set_input(node_id, name, value)
+                    if node_id in resolved:
+                        resolved.set_input(node_id, name, value)
             self._workflow = fileformat.dumps(resolved)
         return self._workflow
 

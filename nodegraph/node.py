@@ -43,8 +43,16 @@ class Input:
     optional: bool = False
     expect: Callable[[Any], T.Type] | None = None
     # The value names a local file or folder (or may: LoadModel's model). Provenance
-    # withholds such paths when they lead outside the working directory.
+    # withholds such paths when they lead outside the working directory; what the node reads
+    # there is known by its fingerprint, so two paths to the same content are the same input.
     path: bool = False
+    # (model input, component): an image given here is encoded with that component of the
+    # resource the model input gets (Img2Img's image: ("model", "vae")). A latent of the same
+    # component may stand in for the image's decoding: see the decode_encode pass.
+    encoded_by: tuple[str, str] | None = None
+    # The node reads only which stream item this is, not its value (ItemName): the value is
+    # not loaded for it.
+    identity_only: bool = False
 
     @property
     def required(self) -> bool:
@@ -59,6 +67,20 @@ class Output:
     type: T.Type
     description: str = ""
     stream: bool = False
+    # The value holds loaded weights (see nodegraph.resources): the executor loads it before
+    # the nodes that read it and releases it after the last one.
+    resource: bool = False
+
+
+@dataclass(frozen=True)
+class Codec:
+    """A node that turns a value into its encoding by a coder it takes as an input, or back (an
+    Encode or a Decode and its VAE): what the decode_encode pass needs to know."""
+
+    direction: str  # "decode" or "encode"
+    value: str  # the input that is decoded (a latent) or encoded (an image)
+    coder: str  # the input giving the coder (a VAE resource)
+    output: str  # the output with the result
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,10 @@ class NodeDef:
     effect_present: Callable[[Any], bool] | None = None
     # Fields of RunOptions the node's result depends on (LoadModel: device); they join its key.
     reads_options: tuple[str, ...] = ()
+    # (literal values) -> {resource output: {component name: Component}}: the components its
+    # resource outputs will hold, known before anything loads; None where that is not known.
+    resources: Callable[[dict[str, Any]], dict[str, dict[str, Any]] | None] | None = None
+    codec: Codec | None = None
     takes_context: bool = field(default=False)
 
     def inputs_as_run(self, given: dict[str, Any], drawn: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -144,26 +170,12 @@ class NodeDef:
         }
 
 
-def define(
-    name: str,
-    function: Callable[..., Any],
-    *,
-    inputs: dict[str, Input],
-    outputs: dict[str, Output] | None = None,
-    category: str = "",
-    version: int = 1,
-    output_node: bool = False,
-    description: str | None = None,
-    infer: Callable[[Any], dict[str, T.Type]] | None = None,
-    fingerprint: Callable[[dict[str, Any]], str | None] | None = None,
-    side_effects: bool = False,
-    effect_present: Callable[[Any], bool] | None = None,
-    reads_options: tuple[str, ...] = (),
-) -> NodeDef:
-    """Check a declaration against its function and build the NodeDef."""
+def define(name: str, function: Callable[..., Any], *, inputs: dict[str, Input],
+           outputs: dict[str, Output] | None = None, description: str | None = None, **declaration: Any) -> NodeDef:
+    """Check a declaration against its function and build the NodeDef; `declaration` holds the
+    NodeDef's other fields (category, version, output_node, infer, fingerprint, ...)."""
     outputs = outputs or {}
     params = inspect.signature(function).parameters
-    takes_context = "ctx" in params
     declared = set(inputs)
     accepted = set(params) - {"ctx"}
     if declared != accepted and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -171,32 +183,28 @@ def define(
             f"node {name}: inputs {sorted(declared)} do not match the parameters of "
             f"{function.__qualname__} {sorted(accepted)}"
         )
-    if not outputs and not output_node:
+    unknown = set(declaration) - {f.name for f in fields(NodeDef)} | {"takes_context"} & set(declaration)
+    if unknown:
+        raise TypeError(f"node {name}: {', '.join(sorted(unknown))} is not part of a node declaration")
+    definition = NodeDef(name=name, function=function, inputs=dict(inputs), outputs=dict(outputs),
+                         description=description if description is not None else inspect.getdoc(function) or "",
+                         takes_context="ctx" in params, **declaration)
+    _check_declaration(definition)
+    return definition
+
+
+def _check_declaration(definition: NodeDef) -> None:
+    name = definition.name
+    if not definition.outputs and not definition.output_node:
         raise TypeError(f"node {name}: a node needs outputs or output_node=True")
-    if effect_present is not None and not side_effects:
+    if definition.effect_present is not None and not definition.side_effects:
         raise TypeError(f"node {name}: effect_present is for nodes with side_effects=True")
-    unknown_options = set(reads_options) - {f.name for f in fields(RunOptions)}
+    unknown_options = set(definition.reads_options) - {f.name for f in fields(RunOptions)}
     if unknown_options:
         raise TypeError(f"node {name}: reads_options names {sorted(unknown_options)}, which RunOptions has not")
-    for input_name, spec in inputs.items():
+    for input_name, spec in definition.inputs.items():
         if spec.default is REQUIRED:
             continue
         problem = T.literal_problem(spec.type, spec.default)
         if problem and not (spec.optional and spec.default is None):
             raise TypeError(f"node {name}: default of {input_name!r} is not {problem}")
-    return NodeDef(
-        name=name,
-        function=function,
-        inputs=dict(inputs),
-        outputs=dict(outputs),
-        category=category,
-        version=version,
-        output_node=output_node,
-        description=description if description is not None else inspect.getdoc(function) or "",
-        infer=infer,
-        fingerprint=fingerprint,
-        side_effects=side_effects,
-        effect_present=effect_present,
-        reads_options=tuple(reads_options),
-        takes_context=takes_context,
-    )

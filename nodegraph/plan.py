@@ -23,11 +23,12 @@ import networkx as nx
 
 from . import types as T
 from .context import RunOptions
-from .errors import ValidationError
+from .errors import InputError, Problem, ValidationError
 from .graph import Graph, Link, gc_paused
 from .node import NodeDef
 from .registry import registry as default_registry
-from .validate import TypedGraph, check_node, fingerprint_node, validate
+from .resources import Component
+from .validate import TypedGraph, check_node, fingerprint_node, stream_regions, validate
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -42,6 +43,22 @@ class Plan:
     seeds: dict[str, dict[str, int]] = field(default_factory=dict)
     options: RunOptions = field(default_factory=RunOptions)  # those that nodes declare they read join their keys
     registry_revision: int = 0  # the registry's revision it was made at; a later registration means a new plan
+    _resources: dict[str, dict | None] = field(default_factory=dict, repr=False)  # see resources()
+
+    def resources(self, graph: Graph, node_id: str) -> dict[str, dict[str, Component]] | None:
+        """What the node's resource outputs will hold (see NodeDef.resources), from its literal inputs;
+        None where that is not known before it runs (an input comes from a link, or the files say nothing)."""
+        if node_id not in self._resources:
+            definition = self.definitions[node_id]
+            inputs = definition.inputs_as_run(graph.inputs_of(node_id), self.seeds.get(node_id))
+            found = None
+            if definition.resources is not None and not any(type(v) is Link for v in inputs.values()):
+                try:
+                    found = definition.resources(inputs)
+                except (InputError, OSError):  # validation read these files; they changed since
+                    found = None
+            self._resources[node_id] = found
+        return self._resources[node_id]
 
     @property
     def order(self) -> list[str]:
@@ -102,6 +119,36 @@ def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptio
     if options != previous.options:
         reached |= {n for n, definition in typed.definitions.items() if definition.reads_options}
     for node_id in _with_descendants(graph, current, reached):
+        current.keys[node_id] = node_key(graph, node_id, current, current.keys)
+    return current
+
+
+def derive(previous: Plan, before: Graph, graph: Graph, registry=None) -> Plan:
+    """The plan of `graph`, which the optimiser made from `before` (planned as `previous`) by removing nodes and
+    re-linking inputs to nodes earlier in the order: only the re-linked nodes are checked again, and
+    only they and what they reach get new keys. Raises ValidationError if a re-linked node is not valid."""
+    registry = registry or default_registry
+    old = previous.typed
+    kept = [n for n in old.order if n in graph]
+    relinked = [n for n in kept if graph.inputs_of(n) != before.inputs_of(n)]
+    typed = TypedGraph(definitions={n: old.definitions[n] for n in kept},
+                       input_types={n: old.input_types[n] for n in kept},
+                       output_types={n: old.output_types[n] for n in kept}, order=kept,
+                       fingerprints={n: f for n, f in old.fingerprints.items() if n in graph})
+    for node_id in relinked:
+        types_before = typed.output_types[node_id]
+        check_node(graph, node_id, registry, typed)
+        if typed.problems or typed.output_types[node_id] != types_before:
+            raise ValidationError(typed.problems or [Problem(
+                node_id, None, "optimize.invalid", "a rewrite of the optimiser changed what this node outputs",
+                hint="run with --no-optimize, and please report this bug")])
+    typed.stream_of = stream_regions(graph, typed)
+    typed.output_nodes = [n for n in old.output_nodes if n in graph]
+    typed.resource_nodes = [n for n in old.resource_nodes if n in graph]
+    current = Plan(graph.revision, typed, {n: i for i, n in enumerate(kept)}, {n: previous.keys[n] for n in kept},
+                   {n: drawn for n, drawn in previous.seeds.items() if n in graph}, previous.options,
+                   previous.registry_revision, {n: r for n, r in previous._resources.items() if n in graph})
+    for node_id in _with_descendants(graph, current, relinked):
         current.keys[node_id] = node_key(graph, node_id, current, current.keys)
     return current
 

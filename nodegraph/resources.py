@@ -55,9 +55,11 @@ def available_memory() -> int:
 class ModelMemory:
     """The resources loaded now, within a budget of bytes.
 
-    `use(resources, next_use)` makes them resident before a node runs; `done(resources)`
-    releases those with no use left. `next_use(resource)` tells how far away a resident
-    resource's next use is (None: never), which picks what to release when memory is short.
+    `use(resources, next_use, keep)` makes them resident before a node runs; `done(resources,
+    next_use, keep)` releases those with no use left. `next_use(resource)` tells how far away a
+    resident resource's next use is (None: never), which picks what to release when memory is
+    short; `keep` names the component identities that work still to come needs, which a
+    released resource then keeps (a VAE that the next model shares stays loaded).
     """
 
     def __init__(self, budget_bytes: int | None = None):
@@ -77,7 +79,7 @@ class ModelMemory:
                 sizes[component.identity] = component.nbytes
         return sum(sizes.values())
 
-    def use(self, resources: list[Any], next_use) -> None:
+    def use(self, resources: list[Any], next_use, keep: frozenset[str] = frozenset()) -> None:
         """Make `resources` resident, releasing others (furthest next use first) to stay in budget."""
         wanted = [r for r in resources if id(r) not in self._resident]
         if not wanted:
@@ -87,27 +89,27 @@ class ModelMemory:
             if not others:
                 break  # it does not fit even alone: load it anyway, the budget is a target
             furthest = max(others, key=lambda r: _distance(next_use(r)))
-            self._release(furthest)
+            self._release(furthest, frozenset())  # memory is short: what is needed later loads again
         for resource in wanted:
             resource.load()
             self._resident[id(resource)] = resource
             self.loads += 1
         self.peak_bytes = max(self.peak_bytes, self.resident_bytes())
 
-    def done(self, resources: Iterable[Any], next_use) -> None:
+    def done(self, resources: Iterable[Any], next_use, keep: frozenset[str] = frozenset()) -> None:
         """Release those of `resources` that have no use left."""
         for resource in resources:
             if id(resource) in self._resident and next_use(resource) is None:
-                self._release(resource)
+                self._release(resource, keep)
 
     def release_all(self) -> None:
         for resource in list(self._resident.values()):
-            self._release(resource)
+            self._release(resource, frozenset())
 
-    def _release(self, resource: Any) -> None:
+    def _release(self, resource: Any, keep: frozenset[str]) -> None:
         del self._resident[id(resource)]
-        keep = frozenset(c.identity for r in self._resident.values() for c in r.components().values())
-        resource.unload(keep)
+        resident = frozenset(c.identity for r in self._resident.values() for c in r.components().values())
+        resource.unload(keep | resident)
 
 
 def _distance(next_use: int | None) -> float:

@@ -54,6 +54,7 @@ class TypedGraph:
     # is known only when it runs (see NodeDef.fingerprint)
     fingerprints: dict[str, str | None] = field(default_factory=dict)
     output_nodes: list[str] = field(default_factory=list)  # in order: what a run without named outputs runs
+    resource_nodes: list[str] = field(default_factory=list)  # nodes with resource outputs, in order
 
 
 def validate(graph: Graph, registry=None, outputs: list[str] | None = None) -> TypedGraph:
@@ -69,8 +70,10 @@ def validate(graph: Graph, registry=None, outputs: list[str] | None = None) -> T
         check_node(graph, node_id, registry, typed)
     for node_id in sorted(cyclic):  # still report their other problems
         check_node(graph, node_id, registry, typed)
-    typed.stream_of = _stream_regions(graph, typed)
+    typed.stream_of = stream_regions(graph, typed)
     typed.output_nodes = [n for n in typed.order if n in typed.definitions and typed.definitions[n].output_node]
+    typed.resource_nodes = [n for n in typed.order if n in typed.definitions
+                            and any(o.resource for o in typed.definitions[n].outputs.values())]
     typed.problems += target_problems(typed, outputs)
     return typed
 
@@ -188,6 +191,16 @@ def _link_type(graph: Graph, node_id: str, name: str, link: Link, typed: TypedGr
     return produced[link.output]
 
 
+def link_accepted(graph: Graph, typed: TypedGraph, node_id: str, name: str, link: Link) -> bool:
+    """Whether input `name` of a checked node would accept `link` instead of what it has now."""
+    definition = typed.definitions[node_id]
+    types = {**typed.input_types[node_id], name: typed.output_types[link.node][link.output]}
+    literals = {n: v for n, v in definition.inputs_as_run(graph.inputs_of(node_id)).items() if type(v) is not Link}
+    problems: list[Problem] = []
+    _check_input(node_id, name, definition.inputs[name], link, types[name], InputView(types, literals), problems)
+    return not problems
+
+
 def _check_input(node_id: str, name: str, spec: Input, value: Any, got: T.Type | None,
                  view: InputView, problems: list[Problem]) -> None:
     if type(value) is Link:
@@ -265,7 +278,7 @@ def _show(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _stream_regions(graph: Graph, typed: TypedGraph) -> dict[str, str]:
+def stream_regions(graph: Graph, typed: TypedGraph) -> dict[str, str]:
     """Map each node that runs once per stream item to its stream node; a node may follow one stream."""
     stream_of: dict[str, str] = {}
     for producer in typed.order:

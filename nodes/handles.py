@@ -150,7 +150,7 @@ class ModelHandle:
 
     def components(self) -> dict[str, Component]:
         """Every component with weights of the parts described so far, by name ("role/name" for Kandinsky)."""
-        return {self._component_name(role, name): Component(identity, self._size(role, name))
+        return {component_name(role, name): Component(identity, self._size(role, name))
                 for role, spec in self._specs.items() for name, identity in spec.identities.items()}
 
     def load(self) -> None:
@@ -165,9 +165,6 @@ class ModelHandle:
             for name in [n for n in loaded if n in self._specs[role].identities]:
                 if self._specs[role].identities[name] not in keep:
                     del loaded[name]
-
-    def _component_name(self, role: str, name: str) -> str:
-        return name if role == MAIN else f"{role}/{name}"
 
     def _size(self, role: str, name: str) -> int:
         """Bytes the component takes: measured once loaded, estimated from its files before."""
@@ -316,11 +313,20 @@ class ModelHandle:
 
     @property
     def _vae_name(self) -> str:
-        return "movq" if self.family == KANDINSKY_FAMILY else "vae"
+        return vae_name(self.family)
 
     @property
     def offloaded(self) -> bool:
         return self._offload
+
+
+def component_name(role: str, name: str) -> str:
+    """How a handle names a component of one of its parts: "unet"; Kandinsky's "prior/unet"."""
+    return name if role == MAIN else f"{role}/{name}"
+
+
+def vae_name(family: str) -> str:
+    return "movq" if family == KANDINSKY_FAMILY else "vae"
 
 
 def _construct(pipeline_class, available: dict[str, Any]):

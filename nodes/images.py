@@ -272,7 +272,7 @@ def load_images(folder, pattern, recursive, ctx):
 @node(
     "ItemName",
     category="image",
-    inputs={"image": Input(T.IMAGE, "An image of a stream (e.g. from LoadImages)")},
+    inputs={"image": Input(T.IMAGE, "An image of a stream (e.g. from LoadImages)", identity_only=True)},
     outputs={"name": Output(T.STRING, "Its name: the file name without extension; empty outside a stream")},
 )
 def item_name(image, ctx):

@@ -8,7 +8,7 @@ nodes.handles.VaeHandle.
 from __future__ import annotations
 
 from nodegraph import types as T
-from nodegraph.node import Input, Output
+from nodegraph.node import Codec, Input, Output
 from nodegraph.registry import node
 
 
@@ -26,6 +26,7 @@ def _vae_space(view) -> T.LatentSpace | None:
     },
     outputs={"latent": Output(T.LATENT, "The latents, in the VAE's space (the mean of its distribution)")},
     infer=lambda view: {"latent": T.Latent(_vae_space(view))},
+    codec=Codec("encode", value="image", coder="vae", output="latent"),
 )
 def encode(image, vae):
     """Encode images into a VAE's latent space."""
@@ -40,6 +41,7 @@ def encode(image, vae):
         "vae": Input(T.VAE, "The VAE of the latents' space"),
     },
     outputs={"image": Output(T.IMAGE, "The decoded images")},
+    codec=Codec("decode", value="latent", coder="vae", output="image"),
 )
 def decode(latent, vae):
     """Decode latents into images with the VAE of their space."""

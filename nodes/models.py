@@ -20,6 +20,7 @@ from nodegraph.errors import InputError
 from nodegraph.graph import Link
 from nodegraph.node import Input, Output
 from nodegraph.registry import node, rewrite
+from nodegraph.resources import Component
 
 from . import handles, parts, weights
 from .handles import KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER, KANDINSKY_PRIOR, MAIN
@@ -277,9 +278,31 @@ def _infer(view) -> dict[str, T.Type]:
     return {"model": FAMILIES[family], "vae": T.Vae(FAMILIES[family].space)}
 
 
-def _fingerprint(literals: dict) -> str:
+def _fingerprint(literals: dict) -> str | None:
     model = literals.get("model")
-    return fingerprint(model) if isinstance(model, str) else ""
+    return fingerprint(model) if isinstance(model, str) else None
+
+
+_ELEMENT_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}  # "auto" depends on the device: as stored
+
+
+def _resources(literals: dict) -> dict | None:
+    """The components the model and its VAE will hold, from the files alone (a builtin is built
+    first); None for a hub model that is not in the local cache."""
+    located = locate(literals["model"], literals["allow_pickle"], download=False)
+    if located is None:
+        return None
+    family, sources, load_now = located
+    model = {}
+    for role in load_now:
+        path = Path(sources[role]) if Path(sources[role]).exists() else cached_hub_folder(sources[role])
+        if path is None:  # Kandinsky's other parts come from the hub, and are not in the local cache
+            return None
+        spec = parts.describe(path, _ELEMENT_BYTES.get(literals["dtype"]), literals["allow_pickle"])
+        model.update({handles.component_name(role, name): Component(identity, spec.nbytes.get(name, 0))
+                      for name, identity in spec.identities.items()})
+    vae_role = next(role for role in load_now if role != KANDINSKY_PRIOR)
+    return {"model": model, "vae": {"vae": model[handles.component_name(vae_role, handles.vae_name(family))]}}
 
 
 @node(
@@ -304,11 +327,13 @@ def _fingerprint(literals: dict) -> str:
                               "loaded; only for files you trust", default=False),
     },
     outputs={
-        "model": Output(T.MODEL, "The diffusion model, typed by family and latent space"),
-        "vae": Output(T.VAE, "The model's VAE, which encodes images to and decodes latents from its space"),
+        "model": Output(T.MODEL, "The diffusion model, typed by family and latent space", resource=True),
+        "vae": Output(T.VAE, "The model's VAE, which encodes images to and decodes latents from its space",
+                      resource=True),
     },
     infer=_infer,
     fingerprint=_fingerprint,
+    resources=_resources,
     reads_options=("device",),
 )
 def load_model(model, dtype, scheduler, attention, vae_tiling, vae_slicing, cpu_offload, allow_pickle, ctx):
@@ -320,11 +345,16 @@ def load_model(model, dtype, scheduler, attention, vae_tiling, vae_slicing, cpu_
     return handle, handle.vae
 
 
-def locate(model: str, allow_pickle: bool) -> tuple[str, dict[str, str], tuple[str, ...]]:
-    """(family, where each part of the model is, the parts to load now); downloads a hub model if need be."""
+def locate(model: str, allow_pickle: bool, download: bool = True) -> tuple[str, dict[str, str], tuple[str, ...]] | None:
+    """(family, where each part of the model is, the parts to load now); downloads a hub model if need be
+    (without `download`: None for a hub model that is not in the local cache)."""
     kind, what = classify(model)
     if kind == "builtin":
         folder = builtin_path(what)
+    elif kind == "hub" and not download:
+        folder = cached_hub_folder(what)
+        if folder is None:
+            return None
     elif kind == "hub":
         folder = parts.local_folder(what, allow_pickle)
     elif kind == "folder":

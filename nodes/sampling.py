@@ -57,7 +57,7 @@ def _side(name: str, unset: str) -> Input:
 
 def _image(what: str) -> Input:
     return Input(T.IMAGE | T.LATENT, f"The image to {what}; SD and SDXL models also take a latent of their space",
-                 expect=_image_or_own_latent)
+                 expect=_image_or_own_latent, encoded_by=("model", "vae"))
 
 
 # ---- types: what validation sees ------------------------------------------------------

@@ -105,8 +105,9 @@ def test_explain_prints_the_plan(tmp_path, picture, capsys):
     code, out, _ = run(["explain", resize_graph(tmp_path, picture)], capsys)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith("3 nodes, 1 output node(s)")
-    assert [line.split()[1] for line in lines[1:]] == ["load", "small", "save"]
+    assert lines[0] == "3 nodes as written, 3 after optimising; 1 output node(s)"
+    assert lines[1:3] == ["rewrites: none", "order of execution:"]
+    assert [line.split()[1] for line in lines[3:]] == ["load", "small", "save"]
 
 
 def test_catalogue_and_schema(capsys):
