@@ -18,7 +18,7 @@ from typing import Any
 
 from . import fileformat
 from .assignments import apply_assignment
-from .context import MAX_IMAGE_PIXELS, RunOptions
+from .context import DEVICES, MAX_IMAGE_PIXELS, RunOptions
 from .errors import GraphFileError, Interrupted, NodeExecutionError, UsageError, ValidationError
 from .graph import Graph
 from .node import REQUIRED
@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader went away (`nodegraph nodes --json | head -1`)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's exit flush must not fail too
         return BROKEN_PIPE
+    except _OutputFailed as failure:
+        print(f"cannot write the output: {failure}", file=sys.stderr)
+        return FAILED
 
 
 def _command(parser: argparse.ArgumentParser, args) -> int:
@@ -54,7 +57,7 @@ def _command(parser: argparse.ArgumentParser, args) -> int:
     except (GraphFileError, ValidationError) as error:
         _print_problems(error.problems, as_json=getattr(args, "json", False))
         return INVALID
-    except (KeyboardInterrupt, BrokenPipeError):
+    except (KeyboardInterrupt, BrokenPipeError, _OutputFailed):
         raise
     except Exception as error:  # a bug, in nodegraph or a node pack: say so, briefly
         if args.traceback:
@@ -91,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = command("run", _run, "run a graph")
     run.add_argument("--out", type=Path, default=Path("outputs"), help="folder for saved outputs (default: outputs)")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    run.add_argument("--device", choices=DEVICES, default="auto")
     run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
                      help=f"refuse to decode larger images (default: {MAX_IMAGE_PIXELS}, 8192x8192)")
     optimiser_options(run)
@@ -166,6 +169,8 @@ def _run(args) -> int:
         progress.close()
         _say(f"interrupted{' at ' + stop.node if stop.node else ''}: files saved before it are complete; "
              "nothing after it was written", err=True)
+        if stop.result is not None:
+            _print_files(stop.result)
         return FAILED
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -203,13 +208,14 @@ def _schema(args) -> int:
 
 
 def _load(args) -> Graph:
+    """The graph file with its --set assignments, then the rewrites asked for (--tiny)."""
     graph = fileformat.load(args.file)
+    for assignment in args.set:
+        apply_assignment(graph, assignment)
     for name in registry.rewrites:
         if getattr(args, name.replace("-", "_"), False):
             for note in registry.apply_rewrite(name, graph):
                 _say(f"{name}: {note}", err=True)
-    for assignment in args.set:
-        apply_assignment(graph, assignment)
     return graph
 
 
@@ -233,6 +239,11 @@ def _print_summary(result) -> None:
             _say(f"  {node_id}.{name}: random seed {value}", err=True)
     for failure in result.failures:
         _say(f"  failed: item {failure.item} ({failure.label}): {failure.error}", err=True)
+    _print_files(result)
+
+
+def _print_files(result) -> None:
+    """The files the run saved, one per line on stdout (for scripts)."""
     for node_id, value in result.outputs.items():
         for summary in value if isinstance(value, list) else [value]:
             for path in (summary or {}).get("files", []) if isinstance(summary, dict) else []:
@@ -249,9 +260,18 @@ def printable(text: str) -> str:
     return _UNPRINTABLE.sub(lambda match: match.group().encode("unicode_escape", "backslashreplace").decode(), text)
 
 
+class _OutputFailed(Exception):
+    """stdout or stderr cannot be written (a full disk): not a bug, and nothing to retry."""
+
+
 def _say(text: str, err: bool = False, raw: bool = False) -> None:
     """Print one line (or, `raw`, text nodegraph made itself) to stdout, or stderr with `err`."""
-    print(text if raw else printable(text), file=sys.stderr if err else sys.stdout)
+    try:
+        print(text if raw else printable(text), file=sys.stderr if err else sys.stdout, flush=True)
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise _OutputFailed(error.strerror or str(error)) from None
 
 
 class _Progress:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import Interrupted
-
+from .errors import Interrupted, UsageError
+from .types import is_unicode
 
 MAX_IMAGE_PIXELS = 8192 * 8192
+DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,18 @@ class RunOptions:
     model_memory: int | None = None  # bytes that loaded models may take; None: what the machine has free
 
     def __post_init__(self):
+        if self.device not in DEVICES:
+            raise UsageError(f"device is one of {', '.join(DEVICES)}, got {self.device!r}")
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not is_unicode(os.fspath(self.output_dir)) \
+                or "\0" in os.fspath(self.output_dir):
+            raise UsageError(f"the output folder is a path in valid Unicode, got {self.output_dir!r}")
+        for name in ("max_image_pixels", "model_memory"):
+            value = getattr(self, name)
+            if not (value is None and name == "model_memory") and not (type(value) is int and value > 0):
+                raise UsageError(f"{name} is a number of {'pixels' if 'pixels' in name else 'bytes'} above 0, "
+                                 f"got {value!r}")
+        if type(self.optimize) is not bool or isinstance(self.disable, str):
+            raise UsageError("optimize is True or False, and disable a set of pass names")
         object.__setattr__(self, "output_dir", Path(self.output_dir))
         object.__setattr__(self, "disable", frozenset(self.disable))
 

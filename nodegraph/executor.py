@@ -33,8 +33,10 @@ from .node import StreamItem
 from .optimize import Optimized, Rewrite, check_pass_names, optimize
 from .optimize.lifetimes import Schedule
 from .plan import Plan, item_key, node_key, replan, resolve_random_seeds
+from .registry import Registry
+from .registry import registry as default_registry
 from .residency import Residency
-from .validate import target_problems
+from .validation import target_problems
 
 EventCallback = Callable[[dict], None]
 
@@ -69,8 +71,10 @@ class Executor:
     """Runs graphs; keeps results and the last plan of each graph between runs."""
 
     def __init__(self, registry=None, *, cache_bytes: int = 2 << 30, on_event: EventCallback | None = None):
-        from .registry import registry as default_registry
-
+        if registry is not None and not isinstance(registry, Registry):
+            raise UsageError(f"registry is a nodegraph Registry of node types, got {registry!r}")
+        if type(cache_bytes) is not int or cache_bytes < 0:
+            raise UsageError(f"cache_bytes is a number of bytes, got {cache_bytes!r}")
         self.registry = registry or default_registry
         self.cache = ResultCache(cache_bytes)
         self.on_event = on_event
@@ -106,7 +110,9 @@ class Executor:
                              "load one with nodegraph.load(path)")
         if outputs is not None and (isinstance(outputs, str) or not all(isinstance(t, str) for t in outputs)):
             raise UsageError(f"outputs is a list of node ids, e.g. [\"save\"], got {outputs!r}")
-        options = options or RunOptions()
+        options = options if options is not None else RunOptions()
+        if not isinstance(options, RunOptions):
+            raise UsageError(f"options is a nodegraph.RunOptions, e.g. RunOptions(device=\"cpu\"), got {options!r}")
         current = self.plan(graph, options)
         resolve_random_seeds(graph, current)
         problems = target_problems(current.typed, outputs)
@@ -140,6 +146,7 @@ class _Run:
         self.result = RunResult(outputs={}, seeds={node_id: dict(drawn) for node_id, drawn in self.plan.seeds.items()},
                                 rewrites=optimized.rewrites, schedule=optimized.schedule)
         self.residency = Residency(self.graph, self.plan, options.model_memory) if optimized.schedule else None
+        self._shared_targets: set[str] = set()  # targets outside streams, whose outputs are reported as they come
         self._workflow: str | None = None
 
     # ---- the run as a whole ------------------------------------------------------------
@@ -148,6 +155,7 @@ class _Run:
         started = time.perf_counter()
         self._send("run_start", None, targets=user_targets)
         targets = list(dict.fromkeys(self.aliases.get(t, t) for t in user_targets))
+        self._shared_targets = {t for t in targets if t not in self.plan.stream_of}
         try:
             shared = [t for t in targets if t not in self.plan.stream_of]
             per_item = [t for t in targets if t in self.plan.stream_of]
@@ -248,6 +256,8 @@ class _Run:
                 else:
                     values[key] = self._execute(node_id, values, key_of, item)
                     cache.put(key, values[key])
+                if node_id in self._shared_targets:  # known at once, should the run stop before its end
+                    self.result.outputs[node_id] = values[key]
                 for producer_key in self._read_keys(node_id, key_of):
                     readers[producer_key] -= 1
                     if readers[producer_key] == 0 and producer_key not in given:
@@ -408,16 +418,29 @@ def _check_output_dir(graph: Graph, current: Plan, targets: list[str]) -> None:
     if not writers:
         return
     folder = current.options.output_dir
-    existing = next(p for p in [folder, *folder.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        reason = f"{existing} is a file, not a folder"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        reason = f"{existing} is not writable"
-    else:
-        return
-    raise ValidationError([Problem(writers[0], None, "output.unwritable",
-                                   f"cannot write to the output folder {folder}: {reason}",
-                                   hint="choose an output folder you may write to (--out DIR, or RunOptions.output_dir)")])
+    reason = _unwritable(folder)
+    if reason:
+        raise ValidationError([Problem(writers[0], None, "output.unwritable",
+                                       f"cannot write to the output folder {folder}: {reason}",
+                                       hint="choose an output folder you may write to (--out DIR, or "
+                                            "RunOptions.output_dir)")])
+
+
+def _unwritable(folder) -> str | None:
+    """Why files cannot be written into `folder` (made if missing), or None if they can."""
+    try:
+        for path in [folder, *folder.absolute().parents]:
+            if os.path.lexists(path):
+                break
+        if os.path.islink(path) and not path.exists():
+            return f"{path} is a link that leads nowhere"
+        if not path.is_dir():
+            return f"{path} is a file, not a folder"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{path} is not writable"
+    except OSError as error:  # a name too long, a loop of links
+        return error.strerror or str(error)
+    return None
 
 
 class _Overlay(dict):

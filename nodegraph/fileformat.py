@@ -25,7 +25,7 @@ import msgspec
 
 from . import pngtext
 from .atomic import write_file
-from .errors import GraphFileError, Problem
+from .errors import GraphFileError, Problem, UsageError
 from .graph import Graph, Link, gc_paused
 
 FORMAT_VERSION = 1
@@ -68,6 +68,8 @@ _link_decoder = msgspec.json.Decoder(LinkJSON)
 
 def load(path: str | os.PathLike) -> Graph:
     """Read a graph file, a ComfyUI API prompt, or a PNG that Save wrote."""
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise UsageError(f"load() takes the path of a graph file, got {path!r}; for text or bytes use loads()")
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block, /dev/zero never end
             raise _unreadable(path, "it is not a regular file")
@@ -93,6 +95,11 @@ def _unreadable(path, reason: str) -> GraphFileError:
 
 def loads(data: bytes | str) -> Graph:
     """Parse graph-file bytes (or text); raises only GraphFileError."""
+    if not isinstance(data, (str, bytes, bytearray, memoryview)):
+        raise UsageError(f"loads() takes the text or bytes of a graph file, got {type(data).__name__}; "
+                         "to build a graph from Python values use nodegraph.Graph")
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
     if isinstance(data, str):
         try:
             data = data.encode("utf-8")
@@ -102,6 +109,7 @@ def loads(data: bytes | str) -> Graph:
                                           hint="read graph files as UTF-8 (or pass their bytes)")]) from None
     if data.startswith(PNG_SIGNATURE):
         return _graph_from_png(io.BytesIO(data))
+    data = data.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark, as some editors write
     try:
         with gc_paused():
             return _decode(data)
@@ -133,6 +141,11 @@ def _loads_other_format(data: bytes, error: msgspec.ValidationError) -> Graph:
         if prompt and all(isinstance(n, dict) and "class_type" in n for n in prompt.values()):
             _reject_duplicate_keys(data, None)
             return from_comfy(prompt)
+    if isinstance(raw, dict) and "nodegraph" in raw and raw["nodegraph"] != FORMAT_VERSION:
+        raise GraphFileError([Problem(None, None, "format.version",
+                                      f"this is a graph file of format version {_short(raw['nodegraph'])}; this "
+                                      f"nodegraph reads version {FORMAT_VERSION}",
+                                      hint="use the nodegraph that wrote it, or a newer one")]) from None
     problems = []
     if isinstance(raw, dict) and isinstance(raw.get("nodes"), dict):
         for node_id, node in raw["nodes"].items():
@@ -200,9 +213,11 @@ def _reject_duplicate_keys(data: bytes, document: GraphJSON | None) -> None:
         json.loads(data, object_pairs_hook=check)
     except _DuplicateKey as duplicate:
         key = duplicate.args[0]
-        node = key if document is not None and key in document.nodes else None
-        what = f"node id {key!r}" if node is not None else f"the key {key!r}"
-        raise GraphFileError([Problem(node, None, "json.duplicate_key", f"{what} appears twice in one JSON object",
+        nodes = document.nodes if document is not None else {}
+        node = key if key in nodes else next((n for n, spec in nodes.items() if key in spec.inputs), None)
+        what = f"node id {key!r}" if key in nodes else f"the key {key!r}"
+        raise GraphFileError([Problem(node, None if key in nodes else key, "json.duplicate_key",
+                                      f"{what} appears twice in one JSON object",
                                       hint="give every node (and every input of a node) a name of its own")]) from None
 
 
@@ -222,6 +237,9 @@ def _bad_link(node_id: str, name: str, value: dict) -> Problem:
 
 def _malformed(data: bytes, error: msgspec.DecodeError) -> Problem:
     message = str(error)
+    if message.startswith("Number out of range"):
+        return Problem(None, None, "json.number_too_large", "a number in the file is too large to read",
+                       hint="numbers in graph files are at most 64-bit integers or doubles")
     match = re.search(r"\(byte (\d+)\)", message)
     offset = int(match.group(1)) if match else len(data)  # no position: the data ended early
     line = data.count(b"\n", 0, offset) + 1
@@ -357,6 +375,8 @@ def dumps(graph: Graph) -> str:
 
 def save(graph: Graph, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write atomically; an existing file is replaced only with `overwrite=True`."""
+    if not isinstance(graph, Graph) or not isinstance(path, (str, os.PathLike)):
+        raise UsageError(f"save() takes a nodegraph.Graph and a path, got {type(graph).__name__} and {path!r}")
     path = Path(path)
     try:
         write_file(dumps(graph).encode(), [path], overwrite=overwrite)

@@ -1,4 +1,4 @@
-"""Execution plans: a typed graph (see nodegraph.validate), a Merkle key per node, and the
+"""Execution plans: a typed graph (see nodegraph.validation), a Merkle key per node, and the
 numbers drawn for "random" seeds.
 
 A node's key hashes its type and version, its inputs as it runs (literals, and the keys
@@ -28,7 +28,7 @@ from .graph import Graph, Link, gc_paused
 from .node import NodeDef
 from .registry import registry as default_registry
 from .resources import Component
-from .validate import TypedGraph, check_node, fingerprint_node, stream_regions, validate
+from .validation import TypedGraph, check_node, fingerprint_node, stream_regions, validate
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -187,7 +187,7 @@ def _random_seed_inputs(graph: Graph, typed: TypedGraph, nodes) -> dict[str, dic
     for node_id in nodes:
         definition = typed.definitions[node_id]
         for name, value in graph.inputs_of(node_id).items():
-            if value == T.RANDOM and definition.inputs[name].type == T.SEED:
+            if type(value) is str and value == T.RANDOM and definition.inputs[name].type == T.SEED:
                 found.setdefault(node_id, {})[name] = 0
     return found
 

@@ -11,7 +11,7 @@ import zlib
 from typing import BinaryIO
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-MAX_TEXT_BYTES = 16 << 20  # all text chunks together, decompressed
+MAX_TEXT_BYTES = 64 << 20  # all text chunks together, decompressed: as much as a graph file may hold
 _TEXT_CHUNKS = (b"tEXt", b"zTXt", b"iTXt")
 
 
@@ -48,9 +48,9 @@ def _decode(kind: bytes, data: bytes, budget: int) -> tuple[str, str]:
         raise ValueError(f"a {kind.decode()} chunk has no valid keyword")
     name = keyword.decode("latin-1")
     if kind == b"tEXt":
-        return name, rest.decode("latin-1")
+        return name, _latin1_or_utf8(rest)
     if kind == b"zTXt":
-        return name, _inflate(rest[1:], budget, name).decode("latin-1")
+        return name, _latin1_or_utf8(_inflate(rest[1:], budget, name))
     # iTXt: compression flag, method, language tag \0, translated keyword \0, UTF-8 text
     if len(rest) < 2:
         raise ValueError(f"the iTXt chunk {name!r} is truncated")
@@ -62,6 +62,15 @@ def _decode(kind: bytes, data: bytes, budget: int) -> tuple[str, str]:
         return name, text.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError(f"the iTXt chunk {name!r} is not UTF-8 text") from None
+
+
+def _latin1_or_utf8(data: bytes) -> str:
+    """tEXt and zTXt are Latin-1 by the standard, but many writers put UTF-8 in them: where the
+    bytes are valid UTF-8 (which Latin-1 text beyond ASCII almost never is), read them so."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def _inflate(data: bytes, budget: int, name: str) -> bytes:

@@ -184,26 +184,27 @@ RANDOM = "random"
 
 def literal_problem(t: Type, value: object) -> str | None:
     """Why `value` cannot be an inline literal of type `t`, or None if it can."""
+    # Exact types: a subclass (numpy's float64, an IntEnum) would not survive keys and files.
     if t == INT:
-        ok = isinstance(value, int) and not isinstance(value, bool)
+        ok = type(value) is int
     elif t == FLOAT:
-        if isinstance(value, float) and not math.isfinite(value):
+        if type(value) is float and not math.isfinite(value):
             return "a finite number (not NaN or infinity)"
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = type(value) in (int, float)
     elif t == STRING:
-        if isinstance(value, str) and not is_unicode(value):
+        if type(value) is str and not is_unicode(value):
             return "text in valid Unicode (it holds bytes that are not UTF-8)"
-        ok = isinstance(value, str)
+        ok = type(value) is str
     elif t == BOOL:
-        ok = isinstance(value, bool)
+        ok = type(value) is bool
     elif t == SEED:
-        if value == RANDOM:
+        if type(value) is str and value == RANDOM:
             return None
-        ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= SEED_MAX
+        ok = type(value) is int and 0 <= value <= SEED_MAX
         if not ok:
             return f"a seed: an integer from 0 to {SEED_MAX}, or \"random\""
     elif isinstance(t, Choice):
-        return None if value in t.options else "one of " + ", ".join(map(repr, t.options))
+        return None if type(value) is str and value in t.options else "one of " + ", ".join(map(repr, t.options))
     elif isinstance(t, OneOf):
         problems = [literal_problem(option, value) for option in t.options]
         return None if None in problems else f"a literal of {t}"
@@ -224,7 +225,11 @@ def is_unicode(text: str) -> bool:
 
 def parse_literal(t: Type, text: str) -> object:
     """Parse command-line text as a literal of type `t`; raises ValueError."""
-    if t == INT or (t == SEED and text != RANDOM):
+    if t == SEED and text.strip().lower() == RANDOM:
+        return RANDOM
+    if t in (INT, SEED):
+        if len(text) > 100:
+            raise ValueError(f"a number of {len(text)} characters is not one a node can use")
         return int(text)
     if t == FLOAT:
         return float(text)

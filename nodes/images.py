@@ -7,11 +7,13 @@ torch are imported inside the functions, so importing this module stays instant.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import re
 import stat
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -43,6 +45,7 @@ def file_hash(path: str | os.PathLike) -> str:
 def check_file(input_name: str, path: str) -> Path:
     """The path as a regular file that exists, or an InputError saying what is there instead."""
     mode = _mode(input_name, path, "an image file")
+    path = os.path.expanduser(path)
     if stat.S_ISDIR(mode):
         raise InputError(input_name, f"{path} is a folder, not an image file", code="file.not_a_file",
                          hint="use LoadImages to read every image in a folder")
@@ -56,7 +59,7 @@ def check_folder(input_name: str, path: str) -> Path:
     if not stat.S_ISDIR(_mode(input_name, path, "a folder", missing="folder.not_found")):
         raise InputError(input_name, f"{path} is a file, not a folder", code="folder.not_found",
                          hint="give the folder that holds the images; LoadImage reads a single file")
-    return Path(path)
+    return Path(path).expanduser()
 
 
 def _mode(input_name: str, path: str, what: str, missing: str = "file.not_found") -> int:
@@ -65,7 +68,7 @@ def _mode(input_name: str, path: str, what: str, missing: str = "file.not_found"
     if not path:
         raise InputError(input_name, f"no path given: expected {what}", code=missing, hint=f"give the path of {what}")
     try:
-        return os.stat(path).st_mode
+        return os.stat(os.path.expanduser(path)).st_mode
     except FileNotFoundError:
         raise InputError(input_name, f"{path} does not exist", code=missing,
                          hint=f"relative paths are read from the current directory ({os.getcwd()})") from None
@@ -82,14 +85,11 @@ def read_image(input_name: str, path: str | os.PathLike, max_pixels: int):
 
     file = check_file(input_name, str(path))
     try:
-        with Image.open(file) as opened:
+        with _pillow_checks_off(), Image.open(file) as opened:
             width, height = opened.size
             if width * height > max_pixels:
-                raise InputError(input_name, f"{path} is {width}x{height} pixels ({width * height / 1e6:.0f} "
-                                 f"megapixels), more than the {max_pixels / 1e6:.0f} megapixels a run may decode",
-                                 code="image.too_large",
-                                 hint="shrink the image, or raise the limit (--max-image-pixels, "
-                                      "RunOptions.max_image_pixels) if you trust the file")
+                raise _too_large(input_name, path, f"{width}x{height} pixels ({width * height / 1e6:.0f} megapixels)",
+                                 max_pixels)
             opened.load()
             return ImageOps.exif_transpose(opened)
     except InputError:
@@ -100,16 +100,49 @@ def read_image(input_name: str, path: str | os.PathLike, max_pixels: int):
         raise _unreadable(input_name, path, error) from None
 
 
+def _too_large(input_name: str, path, size: str, max_pixels: int) -> InputError:
+    return InputError(input_name, f"{path} is {size}, more than the {max_pixels / 1e6:.1f} megapixels a run may "
+                      "decode", code="image.too_large", hint="shrink the image, or raise the limit "
+                      "(--max-image-pixels, RunOptions.max_image_pixels) if you trust the file")
+
+
+@contextlib.contextmanager
+def _pillow_checks_off():
+    """Pillow's own decompression-bomb check, and its warning, off while opening: ours follows at once,
+    from the header, at the run's limit (Pillow's default would refuse what the user allowed)."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def _unreadable(input_name: str, path, error: Exception) -> InputError:
     return InputError(input_name, f"{path} is not a readable image: {error}", code="image.unreadable",
                       hint="re-export the file as PNG or JPEG, or remove it")
 
 
 def _path_exists(view, input_name: str) -> dict:
-    """infer hook: report a missing file at validation time, before anything runs."""
+    """infer hook: report a missing file, or one that is no image, at validation time, before anything
+    runs (only its header is read)."""
     path = view.value(input_name)
     if path is not None:
-        check_file(input_name, path)
+        file = check_file(input_name, path)
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                Image.open(file).close()
+        except (UnidentifiedImageError, Image.DecompressionBombError):
+            pass  # refused, with the reason, when the node runs
+        except OSError as error:
+            raise _unreadable(input_name, path, error) from None
     return {}
 
 
@@ -240,8 +273,9 @@ def _folder_listing(literals: dict) -> str | None:
     root = check_folder("folder", folder)
     digest = hashlib.sha256()
     for file in image_files(root, literals.get("pattern", "*"), literals.get("recursive", False)):
-        status = file.stat()
-        digest.update(os.fsencode(file.relative_to(root)) + f"\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+        status = file.stat()  # ctime too: rewriting a file changes it even where the mtime is set back
+        digest.update(os.fsencode(file.relative_to(root))
+                      + f"\0{status.st_size}\0{status.st_mtime_ns}\0{status.st_ctime_ns}\n".encode())
     return digest.hexdigest()
 
 
@@ -285,10 +319,13 @@ def image_files(folder: Path, pattern: str, recursive: bool) -> list[Path]:
     check_pattern(pattern)
     try:
         matches = list(folder.rglob(pattern) if recursive else folder.glob(pattern))
-    except (OSError, ValueError, NotImplementedError) as error:
-        raise InputError("pattern", f"cannot list {pattern!r} in {folder}: {error}", code="pattern.invalid",
-                         hint="use a plain glob pattern such as *.png") from None
-    files = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    except (OSError, ValueError, NotImplementedError, IndexError) as error:
+        raise InputError("pattern", f"cannot list {pattern!r} in {folder}: {error or 'not a file pattern'}",
+                         code="pattern.invalid", hint="use a plain glob pattern such as *.png") from None
+    inside = os.path.realpath(folder)
+    # A link in the folder may lead anywhere: only what really lies inside the folder is read.
+    files = [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+             and os.path.commonpath([inside, os.path.realpath(p)]) == inside]
     return sorted(files, key=lambda p: p.relative_to(folder).as_posix())
 
 

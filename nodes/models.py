@@ -10,16 +10,15 @@ graph at once; the weights load when the node runs.
 
 from __future__ import annotations
 
-import json
+import os
 import re
-import struct
 from pathlib import Path
 
 from nodegraph import types as T
 from nodegraph.errors import InputError
 from nodegraph.graph import Link
 from nodegraph.node import Input, Output
-from nodegraph.registry import node, rewrite
+from nodegraph.registry import node, registry, rewrite
 from nodegraph.resources import Component
 
 from . import handles, parts, weights
@@ -97,15 +96,18 @@ def classify(model: str) -> tuple[str, str]:
             raise InputError("model", f"there is no builtin model {name!r}", code="model.not_found",
                              hint="the builtins: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_FAMILIES))
         return "builtin", name
-    path = Path(text).expanduser()
     try:
+        path = Path(text).expanduser()
         if path.is_dir():
             return "folder", str(path)
         if path.is_file():
             return "file", str(path)
-    except OSError as error:  # e.g. a name longer than the file system allows
-        raise InputError("model", f"{_short(text)} cannot be a model path: {error.strerror}", code="model.not_found",
-                         hint=_NOT_FOUND_HINT) from None
+        if os.path.lexists(path):
+            raise InputError("model", f"{_short(text)} is neither a model folder nor a checkpoint file (a device, "
+                             "a pipe, or a link that leads nowhere)", code="model.not_found", hint=_NOT_FOUND_HINT)
+    except (OSError, RuntimeError) as error:  # a name longer than the file system allows, ~nosuchuser
+        raise InputError("model", f"{_short(text)} cannot be a model path: {getattr(error, 'strerror', None) or error}",
+                         code="model.not_found", hint=_NOT_FOUND_HINT) from None
     if _HUB_ID.fullmatch(text) and not text.lower().endswith((".safetensors", *PICKLE_SUFFIXES)):
         return "hub", text
     raise InputError("model", f"no model at {_short(text)}: there is no such file or folder", code="model.not_found",
@@ -443,7 +445,9 @@ def _shrink_sizes(graph) -> list[str]:
     for node_id in list(graph):
         for name in TINY_SIZE_INPUTS:
             value = graph.inputs_of(node_id).get(name)
-            if type(value) is int and value >= 512 and value % 8 == 0:
+            definition = registry.get(graph.type_of(node_id))
+            spec = definition.inputs.get(name) if definition else None
+            if type(value) is int and 512 <= value <= (spec.max if spec and spec.max else value) and value % 8 == 0:
                 small = 64 * round(value / 8 / 64)
                 graph.set_input(node_id, name, small)
                 notes.append(f"{node_id}.{name}: {value} -> {small}")

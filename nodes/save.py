@@ -48,10 +48,13 @@ PROMPT_SLUG_LENGTH = 40
 LABEL_LENGTH = 60
 MODEL_SLUG_LENGTH = 40
 STEM_LENGTH = 180  # file names stay well under the usual 255-byte limit, counter and suffix included
+LARGE_CHUNK = 1 << 20  # characters; text chunks larger than this are stored compressed
 
 
 def _files_still_there(result: dict) -> bool:
-    return all(Path(file).is_file() for file in result["files"])
+    """The files as written: there, and as large (a file emptied or cut short is written again)."""
+    return all(os.path.isfile(file) and os.path.getsize(file) == size
+               for file, size in zip(result["files"], result["bytes"]))
 
 
 @node(
@@ -83,13 +86,19 @@ def save(image, prefix, record_paths, ctx):
     stem = file_stem(prefix, label, describe_source(graph, ctx.node_id))
     metadata_chunks = png_text(embedded, _upstream_identities(embedded, ctx))
     folder = Path(ctx.options.output_dir)
-    folder.mkdir(parents=True, exist_ok=True)
     pictures = image_to_pils(image)
-    files = []
-    for index, picture in enumerate(pictures):
-        name = stem if len(pictures) == 1 else f"{stem}_{index}"
-        files.append(write_new_file(folder, name, ".png", png_bytes(picture, metadata_chunks)))
-    return {"files": [str(path) for path in files]}
+    files, sizes = [], []
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for index, picture in enumerate(pictures):
+            name = stem if len(pictures) == 1 else f"{stem}_{index}"
+            data = png_bytes(picture, metadata_chunks)
+            files.append(write_new_file(folder, name, ".png", data))
+            sizes.append(len(data))
+    except OSError as error:
+        raise InputError(None, f"cannot write into the output folder {folder}: {error.strerror or error}",
+                         code="output.unwritable", hint="free some space, or choose another output folder (--out)")
+    return {"files": [str(path) for path in files], "bytes": sizes}
 
 
 # ---- what made the image ---------------------------------------------------------------------
@@ -236,15 +245,40 @@ def _upstream_identities(graph: Graph, ctx) -> dict[str, str]:
 def withhold_outside_paths(graph: Graph) -> None:
     """Replace every path input (see `Input.path`) that leads outside the working directory by
     its last part, and make absolute paths inside it relative: a shared PNG tells no one where
-    the files that made it live."""
+    the files that made it live. Lines of other text, and of the `ui` block, that are paths to
+    files or folders that exist (a PickString's list of models) are treated the same."""
     for node_id in graph:
         definition = registry.get(graph.type_of(node_id))
         for name, value in list(graph.inputs_of(node_id).items()):
+            if not isinstance(value, str):
+                continue
             spec = definition.inputs.get(name) if definition else None
-            if spec is not None and spec.path and isinstance(value, str):
-                shown = shareable_path(value)
-                if shown != value:
-                    graph.set_input(node_id, name, shown)
+            shown = shareable_path(value) if spec is not None and spec.path else _shareable_lines(value)
+            if shown != value:
+                graph.set_input(node_id, name, shown)
+    graph.ui = _shareable_strings(graph.ui)
+
+
+def _shareable_lines(text: str) -> str:
+    """Text whose lines that are absolute paths to what exists are made shareable."""
+    return "\n".join(shareable_path(line) if _existing_absolute(line) else line for line in text.split("\n"))
+
+
+def _existing_absolute(line: str) -> bool:
+    try:
+        return os.path.isabs(os.path.expanduser(line.strip())) and os.path.lexists(os.path.expanduser(line.strip()))
+    except (ValueError, RuntimeError, OSError):
+        return False
+
+
+def _shareable_strings(value: Any) -> Any:
+    if isinstance(value, str):
+        return _shareable_lines(value)
+    if isinstance(value, list):
+        return [_shareable_strings(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _shareable_strings(v) for k, v in value.items()}
+    return value
 
 
 def shareable_path(text: str) -> str:
@@ -278,7 +312,7 @@ def png_bytes(picture, text: dict[str, str]) -> bytes:
 
     info = PngInfo()
     for key, value in text.items():
-        info.add_text(key, value)
+        info.add_text(key, value, zip=len(value) > LARGE_CHUNK)  # large graphs are compressed
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", pnginfo=info, compress_level=6)
     return buffer.getvalue()

@@ -25,6 +25,8 @@ import pathlib
 import shutil
 import tempfile
 
+from nodegraph.errors import InputError
+
 # builtin -> the model family it stands in for (see nodes.spaces)
 BUILTIN_FAMILIES: dict[str, str] = {
     "tiny-sd": "sd",
@@ -42,7 +44,12 @@ def builtin_path(name: str) -> pathlib.Path:
     """Local diffusers folder for builtin `name`, built on first use and cached on disk."""
     folder = cache_root() / "builtin" / builtin_identity(name)
     if not folder.is_dir():
-        _build_atomically(_BUILDERS[name], folder)
+        try:
+            _build_atomically(_BUILDERS[name], folder)
+        except OSError as error:
+            raise InputError("model", f"cannot build the builtin model {name} in {cache_root()}: "
+                             f"{error.strerror or error}", code="model.cache_unwritable",
+                             hint="set NODEGRAPH_CACHE to a folder you may write to") from None
     return folder
 
 

@@ -11,6 +11,7 @@ Nothing here imports torch or diffusers: importing this module is cheap.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -103,6 +104,10 @@ def read_model_index(folder: Path) -> dict[str, Any]:
         raise InputError("model", f"{folder}/model_index.json is not a JSON object of components",
                          code="model.unreadable", hint="re-download or re-save the model")
     for name, spec in index.items():
+        if is_component_spec(spec) and str(spec[1]).endswith("Pipeline"):
+            raise InputError("model", f"{folder}/model_index.json names a whole pipeline ({spec[1]}) as its "
+                             f"component {name}", code="model.unsafe_component",
+                             hint="a component is a model, tokenizer, scheduler or processor; fix its model_index.json")
         if is_component_spec(spec) and spec[0] is not None and spec[0] not in COMPONENT_LIBRARIES:
             raise InputError("model", f"{folder}/model_index.json names {name} from the library {spec[0]!r}; "
                              f"components load only from {', '.join(sorted(COMPONENT_LIBRARIES))}",
@@ -197,18 +202,25 @@ def _hash_index() -> dict[str, str]:
     global _hash_cache
     if _hash_cache is None:
         try:
-            _hash_cache = json.loads(_hash_index_path().read_text())
+            found = json.loads(_hash_index_path().read_bytes())
         except (OSError, ValueError):
-            _hash_cache = {}
+            found = None
+        # a damaged index is only a lost cache: the hashes are made again
+        _hash_cache = {k: v for k, v in found.items() if isinstance(v, str)} if isinstance(found, dict) else {}
     return _hash_cache
 
 
 def _save_hash_index(known: dict[str, str]) -> None:
+    """Keep the index on disk, where the cache folder allows: without it, hashes are only made again."""
     path = _hash_index_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
     staging = path.with_name(f".{path.name}.{os.getpid()}")
-    staging.write_text(json.dumps(known))
-    os.replace(staging, path)  # atomic: a concurrent reader sees the old or the new index
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging.write_text(json.dumps(known))
+        os.replace(staging, path)  # atomic: a concurrent reader sees the old or the new index
+    except OSError:
+        with contextlib.suppress(OSError):
+            staging.unlink()
 
 
 # ---- the component cache -------------------------------------------------------------------

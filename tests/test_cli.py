@@ -93,12 +93,21 @@ def test_validate_reports_malformed_json_with_position(tmp_path, capsys):
     assert "line 3, column 24" in out and "json.malformed" in out
 
 
-def test_a_failing_node_exits_3_naming_node_and_input(tmp_path, capsys):
+def test_a_file_that_is_no_image_is_refused_before_anything_runs(tmp_path, capsys):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
-    code, _, err = run(["run", resize_graph(tmp_path, corrupt), "--out", str(tmp_path / "out")], capsys)
+    code, out, _ = run(["run", resize_graph(tmp_path, corrupt), "--out", str(tmp_path / "out")], capsys)
+    assert code == 1
+    assert out.startswith("load.path: ") and "corrupt.png is not a readable image" in out
+
+
+def test_a_failing_node_exits_3_naming_node_and_input(tmp_path, picture, capsys):
+    truncated = tmp_path / "truncated.png"
+    Image.effect_noise((64, 64), 50).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])  # the header is fine; the pixels are cut short
+    code, _, err = run(["run", resize_graph(tmp_path, truncated), "--out", str(tmp_path / "out")], capsys)
     assert code == 3
-    assert "load.path" in err and "corrupt.png" in err
+    assert "load.path" in err and "truncated.png" in err
 
 
 def test_explain_prints_the_plan(tmp_path, picture, capsys):

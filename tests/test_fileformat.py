@@ -62,7 +62,7 @@ def test_malformed_json_gives_line_and_column():
 
 
 @pytest.mark.parametrize("document, code, node, input", [
-    ({"nodegraph": 2, "nodes": {}}, "format.invalid", None, None),
+    ({"nodegraph": 2, "nodes": {}}, "format.version", None, None),
     ({"nodegraph": 1}, "format.invalid", None, None),
     ({"nodegraph": 1, "nodes": {}, "extra": 1}, "format.invalid", None, None),
     ({"nodegraph": 1, "nodes": {"a": {"type": 3}}}, "format.invalid", "a", None),

@@ -23,7 +23,7 @@ from nodegraph.errors import GraphFileError, NodegraphError, ValidationError
 from nodegraph.graph import Graph, Link
 from nodegraph.plan import plan
 from nodegraph.registry import registry
-from nodegraph.validate import validate
+from nodegraph.validation import validate
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = {path.stem: json.loads(path.read_text()) for path in sorted((REPO / "graphs").glob("*.json"))}

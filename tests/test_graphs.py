@@ -24,7 +24,7 @@ from nodegraph.errors import InputError
 from nodegraph.executor import Executor
 from nodegraph.graph import Graph
 from nodegraph.registry import registry
-from nodegraph.validate import validate
+from nodegraph.validation import validate
 from nodes import weights
 from nodes.lists import pick
 from nodes.weights import ComponentCache
@@ -221,7 +221,7 @@ def test_the_batch_records_its_random_picks(tmp_path):
 def test_the_tutorials_latent_into_x4_wiring_is_rejected_before_anything_loads():
     # In a fresh interpreter, with the real checkpoint names: no torch, no diffusers, no weights.
     script = (
-        "import sys, json; from nodegraph import fileformat; from nodegraph.validate import validate\n"
+        "import sys, json; from nodegraph import fileformat; from nodegraph.validation import validate\n"
         f"problems = validate(fileformat.load({str(TUTORIAL_WIRING)!r})).problems\n"
         "print(json.dumps([p.to_json() for p in problems]))\n"
         "assert not {'torch', 'diffusers', 'transformers'} & set(sys.modules)\n"

@@ -14,7 +14,7 @@ from nodegraph.errors import InputError, NodeExecutionError, ValidationError
 from nodegraph.executor import Executor
 from nodegraph.graph import Graph
 from nodegraph.registry import registry
-from nodegraph.validate import validate
+from nodegraph.validation import validate
 from nodes.images import image_grid, load_image, load_images, load_mask, resize, resize_mask
 
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -87,10 +87,19 @@ def test_a_corrupt_image_fails_naming_the_node_and_input(tmp_path):
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4)
     graph = Graph()
     graph.add("Save", id="save", image=graph.add("LoadImage", id="photo", path=str(bad)).image)
+    with pytest.raises(ValidationError) as caught:  # its header is read before anything runs
+        Executor().run(graph, options=RunOptions(output_dir=tmp_path / "out"))
+    [problem] = caught.value.problems
+    assert (problem.node, problem.input) == ("photo", "path")
+    assert f"{bad} is not a readable image" in problem.message
+    cut_short = tmp_path / "cut.png"
+    Image.effect_noise((32, 32), 40).save(cut_short)
+    cut_short.write_bytes(cut_short.read_bytes()[:150])  # a sound header, pixels cut short
+    graph.set_input("photo", "path", str(cut_short))
     with pytest.raises(NodeExecutionError) as caught:
         Executor().run(graph, options=RunOptions(output_dir=tmp_path / "out"))
     assert (caught.value.node, caught.value.input) == ("photo", "path")
-    assert f"{bad} is not a readable image" in str(caught.value)
+    assert f"{cut_short} is not a readable image" in str(caught.value)
     assert not (tmp_path / "out").exists()
 
 

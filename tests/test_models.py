@@ -28,7 +28,7 @@ from nodegraph.graph import Graph
 from nodegraph.node import Input
 from nodegraph.registry import Registry
 from nodegraph.registry import registry as builtin_registry
-from nodegraph.validate import validate
+from nodegraph.validation import validate
 from nodes import handles, models
 from nodes.spaces import FAMILIES, IMG2IMG, INPAINT, KANDINSKY22, LATENT_UPSCALE, SD, SDXL, TEXT2IMG, UPSCALE, \
     X4_UPSCALER
@@ -110,7 +110,7 @@ def test_validating_a_graph_of_models_imports_no_torch():
     script = (
         "import sys, nodes\n"
         "from nodegraph.graph import Graph\n"
-        "from nodegraph.validate import validate\n"
+        "from nodegraph.validation import validate\n"
         "g = Graph()\n"
         "for model in ('builtin:tiny-sd', 'runwayml/stable-diffusion-v1-5', 'builtin:tiny-kandinsky22'):\n"
         "    load = g.add('LoadModel', model=model)\n"

@@ -10,7 +10,7 @@ from nodegraph import fileformat
 from nodegraph.errors import GraphFileError, ValidationError
 from nodegraph.executor import Executor
 from nodegraph.graph import Graph, Link
-from nodegraph.validate import validate
+from nodegraph.validation import validate
 from toy_nodes import registry
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

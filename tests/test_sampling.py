@@ -18,7 +18,7 @@ from nodegraph.graph import Graph
 from nodegraph.node import Input
 from nodegraph.registry import Registry
 from nodegraph.registry import registry as builtin_registry
-from nodegraph.validate import validate
+from nodegraph.validation import validate
 from nodes.spaces import FAMILIES, KANDINSKY22, SD, SDXL, TINY_BUILTINS
 
 SIZE, STEPS = 64, 2

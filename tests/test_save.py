@@ -120,6 +120,7 @@ def test_the_png_carries_the_graph_with_resolved_seeds_and_versions(tmp_path):
     seed = result.seeds["pick"]["seed"]
     assert isinstance(seed, int) and embedded.inputs_of("pick")["seed"] == seed
     graph.set_input("pick", "seed", seed)
+    graph.set_input("pick", "options", "photo.png")  # a path outside the working directory: its name only
     assert embedded == graph
 
     prompt = json.loads(text["prompt"])
@@ -132,7 +133,8 @@ def test_the_png_carries_the_graph_with_resolved_seeds_and_versions(tmp_path):
     assert {"nodegraph", "torch", "diffusers", "transformers"} <= set(versions)
 
 
-def test_the_saved_png_runs_again_to_the_same_bytes(tmp_path):
+def test_the_saved_png_runs_again_to_the_same_bytes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the photo is inside the working directory: the PNG records where
     photo = tmp_path / "photo.png"
     Image.new("RGB", (8, 6), (10, 20, 30)).save(photo)
     [first] = saved_files(run(image_graph(photo), tmp_path / "first"))

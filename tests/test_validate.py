@@ -3,7 +3,7 @@ import pytest
 from nodegraph.graph import Graph, Link
 from nodegraph.plan import plan
 from nodegraph.errors import ValidationError
-from nodegraph.validate import validate
+from nodegraph.validation import validate
 from toy_nodes import registry
 
 

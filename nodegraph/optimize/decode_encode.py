@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..graph import Graph, Link
 from ..plan import Plan
-from ..validate import link_accepted
+from ..validation import link_accepted
 from .rewrite import Rewrite
 
 
