@@ -430,8 +430,11 @@ def _unwritable(folder) -> str | None:
     """Why files cannot be written into `folder` (made if missing), or None if they can."""
     try:
         for path in [folder, *folder.absolute().parents]:
-            if os.path.lexists(path):
+            try:
+                os.lstat(path)
                 break
+            except FileNotFoundError:
+                continue  # made when the first file is written
         if os.path.islink(path) and not path.exists():
             return f"{path} is a link that leads nowhere"
         if not path.is_dir():

@@ -224,6 +224,11 @@ class ModelHandle:
         available["scheduler"] = self._fresh_scheduler(available["scheduler"])
         pipeline = _construct(pipeline_class, available)
         pipeline.set_progress_bar_config(disable=True)  # steps reach the user as nodegraph progress events
+        if self.family == KANDINSKY_FAMILY and task == IMG2IMG:
+            # Kandinsky's img2img decoder resizes its image, to 512x512 unless told, and (diffusers 0.42)
+            # with height and width swapped: the image keeps its own size instead, as SD's img2img does.
+            processor = pipeline.decoder_pipe.image_processor
+            pipeline.decoder_pipe.image_processor = type(processor).from_config(processor.config, do_resize=False)
         return pipeline
 
     def _kandinsky_components(self, task: str) -> dict[str, Any]:

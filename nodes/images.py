@@ -139,9 +139,9 @@ def _path_exists(view, input_name: str) -> dict:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 Image.open(file).close()
-        except (UnidentifiedImageError, Image.DecompressionBombError):
-            pass  # refused, with the reason, when the node runs
-        except OSError as error:
+        except Image.DecompressionBombError:
+            pass  # refused, against the run's pixel limit, when the node runs
+        except (OSError, UnidentifiedImageError) as error:
             raise _unreadable(input_name, path, error) from None
     return {}
 

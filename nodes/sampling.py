@@ -287,13 +287,9 @@ def img2img(model, image, prompt, negative_prompt, strength, num_inference_steps
     """Repaint an image (or latent) guided by a text prompt; `strength` says how much."""
     check_strength(num_inference_steps, strength)
     pipeline = _pipeline(model, IMG2IMG, image)
-    size = {}
-    if _is_two_stage(pipeline):  # Kandinsky's decoder would resize the image to 512x512
-        height, width = pixel_size(image)
-        size = {"height": height, "width": width}
     return _denoise(pipeline, ctx, seed, guidance_scale, **_prompts(prompt, negative_prompt, len(image)),
                     image=image, strength=strength, num_inference_steps=num_inference_steps,
-                    num_images_per_prompt=num_images_per_prompt, **size)
+                    num_images_per_prompt=num_images_per_prompt)
 
 
 # ---- Inpaint ------------------------------------------------------------------------------

@@ -43,3 +43,13 @@ def test_consumers_and_redirect():
     assert moved == [("a", "a"), ("a", "b"), ("show2", "value")]
     assert g.consumers("c", "value") == [] and len(g.consumers("d", "value")) == 3
     assert plan(g, registry).keys  # still a valid graph
+
+
+def test_a_literal_replacing_a_link_is_a_structural_edit():
+    g = small_graph()
+    revision = g.revision
+    g.set_input("a", "b", 5)  # the link c -> a.b goes
+    assert g.changes_since(revision) is None
+    revision = g.revision
+    g.set_input("a", "b", 6)  # literal to literal
+    assert g.changes_since(revision) == {"a"}

@@ -548,3 +548,239 @@ def test_prefixes_windows_reserves_are_made_safe(tmp_path, prefix, name):
     code, out, err = cli("run", graph, "--out", tmp_path / "out")
     assert code == 0, err
     assert os.listdir(tmp_path / "out") == [name]
+
+
+# ---- a second round: what a re-probe found ------------------------------------------------------------
+
+
+def test_an_output_folder_that_is_not_unicode_or_a_broken_link_fails_first(tmp_path):
+    graph = copy_graph_with_image(tmp_path, image_file(tmp_path / "in.png"))
+    code, _, err = cli("run", graph, "--out", tmp_path / "o\udce9")
+    assert code == 2 and "valid Unicode" in err and no_traceback(err)
+    os.symlink(tmp_path / "nowhere", tmp_path / "dangling")
+    code, out, err = cli("run", graph, "--out", tmp_path / "dangling")
+    assert code == 1 and "a link that leads nowhere" in out and "(LoadImage)" not in err
+    code, out, _ = cli("run", graph, "--out", tmp_path / ("o" * 300))
+    assert code == 1 and "File name too long" in out
+
+
+@pytest.mark.parametrize("call, says", [
+    (lambda: nodegraph.load(None), "path of a graph file"),
+    (lambda: nodegraph.loads({"nodegraph": 1}), "text or bytes"),
+    (lambda: nodegraph.save({"a": 1}, "x.json"), "nodegraph.Graph and a path"),
+    (lambda: nodegraph.RunOptions(output_dir=None), "output folder"),
+    (lambda: nodegraph.RunOptions(max_image_pixels=0), "max_image_pixels"),
+    (lambda: nodegraph.RunOptions(device="tpu"), "device is one of"),
+    (lambda: nodegraph.Executor(registry=5), "registry"),
+    (lambda: nodegraph.Executor().run(nodegraph.Graph(), options={"device": "cpu"}), "RunOptions"),
+])
+def test_the_python_api_refuses_wrong_arguments_with_nodegraph_errors(call, says):
+    with pytest.raises(nodegraph.UsageError, match=says):
+        call()
+
+
+def test_numbers_of_other_types_than_python_s_are_problems_not_crashes(tmp_path):
+    import numpy as np
+
+    graph = nodegraph.load(sampler_graph(tmp_path / "g.json"))
+    graph.set_input("t2i", "guidance_scale", np.float64(5.0))
+    [problem] = nodegraph.validate(graph).problems
+    assert (problem.node, problem.input, problem.code) == ("t2i", "guidance_scale", "value.wrong_type")
+
+
+def test_paths_in_a_pick_list_and_in_the_ui_block_are_withheld(tmp_path, monkeypatch):
+    outside = tmp_path / "private"
+    outside.mkdir()
+    picture = image_file(outside / "photo.png")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    path = write_graph(work / "g.json", {
+        "pick": {"type": "PickString", "inputs": {"options": f"{picture}\nnot a path"}},
+        "photo": {"type": "LoadImage", "inputs": {"path": link("pick", "value")}},
+        "save": {"type": "Save", "inputs": {"image": link("photo", "image")}},
+    })
+    document = json.loads(path.read_text())
+    document["ui"] = {"last_folder": str(outside)}
+    path.write_text(json.dumps(document))
+    code, out, err = cli("run", path, "--out", "out")
+    assert code == 0, err
+    chunks = png_chunks(out.strip())
+    assert str(tmp_path) not in "".join(chunks.values())
+    embedded = json.loads(chunks["nodegraph"])
+    assert embedded["nodes"]["pick"]["inputs"]["options"] == "photo.png\nnot a path"
+    assert embedded["ui"] == {"last_folder": "private"}
+
+
+def test_load_images_does_not_follow_links_out_of_its_folder(tmp_path):
+    folder, outside = tmp_path / "in", tmp_path / "outside"
+    folder.mkdir()
+    outside.mkdir()
+    image_file(folder / "mine.png")
+    image_file(outside / "secret.png")
+    os.symlink(outside / "secret.png", folder / "link.png")
+    os.symlink(outside, folder / "dirlink")
+    graph = write_graph(tmp_path / "g.json", {
+        "images": {"type": "LoadImages", "inputs": {"folder": str(folder), "recursive": True}},
+        "save": {"type": "Save", "inputs": {"image": link("images", "image"), "prefix": "b"}},
+    })
+    code, _, err = cli("run", graph, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert os.listdir(tmp_path / "out") == ["b_mine.png"]
+
+
+def test_a_pattern_naming_the_folder_itself_is_refused_clearly(tmp_path):
+    (tmp_path / "in").mkdir()
+    graph = write_graph(tmp_path / "g.json", {
+        "images": {"type": "LoadImages", "inputs": {"folder": str(tmp_path / "in"), "pattern": "."}},
+        "save": {"type": "Save", "inputs": {"image": link("images", "image")}},
+    })
+    code, out, err = cli("run", graph, "--out", tmp_path / "out")
+    assert code in (1, 3) and "images.pattern" in out + err and no_traceback(out, err)
+    assert "internal error" not in err
+
+
+def test_a_model_index_naming_a_whole_pipeline_as_a_component_is_refused(tmp_path):
+    folder = model_folder(tmp_path)
+    index = json.loads((folder / "model_index.json").read_text())
+    index["tokenizer"] = ["diffusers", "StableDiffusionPipeline"]
+    (folder / "model_index.json").write_text(json.dumps(index))
+    code, out, _ = cli("validate", sampler_graph(tmp_path / "g.json", model=str(folder)))
+    assert code == 1 and "model.unsafe_component" in out and "whole pipeline" in out
+
+
+def test_a_damaged_hash_index_is_only_a_lost_cache(tmp_path, monkeypatch):
+    from nodes import weights
+
+    monkeypatch.setenv("NODEGRAPH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "weight-sha256.json").write_text("[]")
+    monkeypatch.setattr(weights, "_hash_cache", None)
+    folder = model_folder(tmp_path)
+    code, out, err = cli("validate", sampler_graph(tmp_path / "g.json", model=str(folder)))
+    assert code == 0, out + err
+
+
+def test_a_saved_file_cut_short_is_written_again(tmp_path):
+    graph = nodegraph.load(copy_graph_with_image(tmp_path, image_file(tmp_path / "in.png")))
+    graph.add("Save", id="both", image=graph.add("ImageGrid", image1=nodegraph.Link("photo", "image"),
+                                                 image2=nodegraph.Link("photo", "image"), cols=1).image)
+    executor, options = nodegraph.Executor(), nodegraph.RunOptions(output_dir=tmp_path / "out")
+    [path] = executor.run(graph, options=options).outputs["save"]["files"]
+    open(path, "wb").close()  # emptied: it is the user's file now, so it stays, and a new one is written
+    result = executor.run(graph, options=options)
+    [again] = result.outputs["save"]["files"]
+    assert result.executed == ["save"] and again != path and os.path.getsize(again) > 0
+
+
+def test_a_batch_with_one_file_deleted_writes_it_again(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("a", "b"):
+        image_file(folder / f"{name}.png")
+    graph = nodegraph.Graph()
+    graph.add("Save", id="save", image=graph.add("LoadImages", folder=str(folder)).image, prefix="b")
+    executor, options = nodegraph.Executor(), nodegraph.RunOptions(output_dir=tmp_path / "out")
+    first = executor.run(graph, options=options)
+    os.remove(first.outputs["save"][1]["files"][0])
+    events = []
+    executor.run(graph, options=options, on_event=events.append)
+    assert [(e["node"], e.get("label")) for e in events if e["event"] == "node_start"] == [("save", "b")]
+    assert sorted(os.listdir(tmp_path / "out")) == ["b_a.png", "b_b.png"]
+
+
+def test_a_graph_too_large_for_plain_text_chunks_still_round_trips(tmp_path):
+    prompt = "a red barn " * 200_000  # 2.2 MB: stored compressed
+    graph = copy_graph_with_image(tmp_path, image_file(tmp_path / "in.png"), prefix=prompt[:40])
+    document = json.loads(graph.read_text())
+    document["ui"] = {"note": prompt}
+    graph.write_text(json.dumps(document))
+    code, out, _ = cli("run", graph, "--out", tmp_path / "out")
+    assert code == 0
+    assert nodegraph.load(out.strip()).ui == {"note": prompt}
+
+
+def test_utf8_in_a_text_chunk_is_read_as_utf8(tmp_path):
+    import zlib as _zlib
+
+    text = json.dumps({"nodegraph": 1, "nodes": {"s": {"type": "Save", "inputs": {"prefix": "café 日本"}}}},
+                      ensure_ascii=False).encode()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", _zlib.crc32(kind + body))
+
+    path = tmp_path / "utf8.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"tEXt", b"nodegraph\0" + text) + chunk(b"IEND", b""))
+    assert nodegraph.load(path).inputs_of("s")["prefix"] == "café 日本"
+
+
+def test_the_size_limits_on_graph_files_and_png_text_hold(tmp_path, monkeypatch):
+    from nodegraph import fileformat as files, pngtext
+
+    monkeypatch.setattr(files, "MAX_GRAPH_BYTES", 100)
+    big = write_graph(tmp_path / "big.json", {f"n{i}": {"type": "Save"} for i in range(10)})
+    with pytest.raises(nodegraph.GraphFileError, match="larger than"):
+        nodegraph.load(big)
+    monkeypatch.setattr(pngtext, "MAX_TEXT_BYTES", 100)
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("one", "x" * 60)
+    info.add_text("two", "y" * 60)  # each fits, not both
+    Image.new("RGB", (2, 2)).save(tmp_path / "two.png", pnginfo=info)
+    with pytest.raises(nodegraph.GraphFileError, match="more than"):
+        nodegraph.loads((tmp_path / "two.png").read_bytes())
+
+
+@pytest.mark.parametrize("side, says", [("width", 1004), ("height", 8200)])
+def test_tiny_leaves_a_written_size_it_cannot_use_for_validation(tmp_path, side, says):
+    graph = sampler_graph(tmp_path / "g.json", model="runwayml/stable-diffusion-v1-5", **{side: says})
+    code, out, _ = cli("validate", graph, "--tiny")
+    expected = "expected a multiple of 8 pixels, got 1004" if side == "width" else "8200 is out of range"
+    assert code == 1 and out.startswith(f"t2i.{side}: {expected}")
+
+
+def test_set_applies_before_tiny(tmp_path):
+    graph = sampler_graph(tmp_path / "g.json")
+    code, _, err = cli("validate", graph, "--tiny", "--set", "load.model=runwayml/stable-diffusion-v1-5")
+    assert code == 0 and "load: runwayml/stable-diffusion-v1-5 -> builtin:tiny-sd" in err
+
+
+def test_labels_of_names_that_differ_only_in_bytes_that_are_not_utf8_differ(tmp_path):
+    from nodes.images import item_labels
+
+    files = [Path(os.fsdecode(bytes(tmp_path) + name)) for name in (b"/a\xff.png", b"/a\xfe.png")]
+    labels = item_labels(tmp_path, files)
+    assert len(set(labels)) == 2 and all(label.startswith("a") for label in labels)
+
+
+def test_an_image_file_is_checked_from_its_header_at_validation(tmp_path):
+    sparse = tmp_path / "huge.png"
+    with open(sparse, "wb") as file:
+        file.truncate(1 << 30)  # a gigabyte of nothing, which must not be hashed before it is refused
+    code, out, _ = cli("validate", copy_graph_with_image(tmp_path, sparse))
+    assert code == 1 and out.startswith("photo.path: ") and "not a readable image" in out
+
+
+@pytest.mark.parametrize("model, says", [("~nosuchuser/x", "cannot be a model path"),
+                                         ("/dev/zero", "neither a model folder nor a checkpoint")])
+def test_model_paths_that_cannot_be_a_model_say_why(tmp_path, model, says):
+    code, out, _ = cli("validate", sampler_graph(tmp_path / "g.json", model=model))
+    assert code == 1 and out.startswith("load.model: ") and says in out and "bug" not in out
+
+
+@pytest.mark.parametrize("text, says", [
+    ('\ufeff{"nodegraph": 1, "nodes": {"s": {"type": "Save"}}}', "save.image: required input"),
+    ('{"nodegraph": 2, "nodes": {}}', "format version 2"),
+    ('{"nodegraph": 1, "nodes": {"s": {"type": "Save", "inputs": {"prefix": 1e999999}}}}', "too large"),
+])
+def test_graph_file_oddities_read_well(tmp_path, text, says):
+    path = tmp_path / "g.json"
+    path.write_text(text.replace("save.image", "s.image"))
+    code, out, _ = cli("validate", path)
+    assert code == 1 and says.replace("save.image", "s.image") in out
+
+
+def test_a_random_seed_may_be_written_in_capitals(tmp_path):
+    code, out, err = cli("validate", sampler_graph(tmp_path / "g.json"), "--set", "t2i.seed=RANDOM")
+    assert code == 0, out + err

@@ -29,13 +29,13 @@ SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[Healt
 # ---- an incremental plan is a fresh plan -----------------------------------------------------------
 
 
-def plan_of(make) -> tuple[dict | None, list[str]]:
-    """(keys, problems) of a plan, whether it was made or refused."""
+def plan_of(make) -> tuple:
+    """(keys, order, stream regions, problems) of a plan, whether it was made or refused."""
     try:
         made = make()
     except ValidationError as error:
-        return None, sorted(map(str, error.problems))
-    return made.keys, []
+        return None, None, None, sorted(map(str, error.problems))
+    return made.keys, made.order, made.stream_of, []
 
 
 @st.composite

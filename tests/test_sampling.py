@@ -404,3 +404,102 @@ def test_the_inpainting_seed_changes_the_latent(picture, tmp_path):
         g, _, probe_id = inpaint_graph("sd-inpaint", picture, mask, seed=seed)
         latents.append(run(g, probe_id))
     assert not torch.allclose(*latents)
+
+
+@pytest.mark.parametrize("node_type", ["Img2Img", "Inpaint"])
+def test_the_negative_prompt_changes_img2img_and_inpaint(node_type, picture, tmp_path):
+    def latent(negative):
+        g = Graph()
+        extra = {"mask_image": g.add("LoadMask", path=square_mask_png(tmp_path / "mask.png")).mask} \
+            if node_type == "Inpaint" else {}
+        node = g.add(node_type, model=load(g, "sd").model, image=g.add("LoadImage", path=picture).image,
+                     **extra, **sampler_options(strength=0.9, guidance_scale=7.5, negative_prompt=negative))
+        return run(g, probed(g, node.latent))
+
+    assert not torch.allclose(latent(""), latent("blurry, ugly"))
+
+
+def test_inpaint_makes_as_many_images_per_prompt_as_asked(picture, tmp_path):
+    g, _, probe_id = inpaint_graph("sd-inpaint", picture, square_mask_png(tmp_path / "mask.png"),
+                                   num_images_per_prompt=2)
+    latent = run(g, probe_id)
+    assert latent.shape[0] == 2 and not torch.equal(latent[0], latent[1])
+
+
+def test_inpaint_strength_matters_and_less_keeps_more(picture, tmp_path):
+    mask = square_mask_png(tmp_path / "mask.png")
+    results = {}
+    for strength in (0.3, 1.0):
+        g, _, probe_id = inpaint_graph("sd", picture, mask, strength=strength, num_inference_steps=10)
+        encoded = probed(g, g.add("Encode", image=g.add("LoadImage", path=picture).image,
+                                  vae=load(g, "sd").vae).latent)
+        outputs = Executor(registry).run(g).outputs
+        results[strength] = (outputs[probe_id] - outputs[encoded]).pow(2).mean().item()
+    assert results[0.3] < results[1.0] / 2
+
+
+def test_kandinsky_img2img_keeps_a_wide_images_shape():
+    g = Graph()
+    wide = g.add("Text2Img", model=load(g, "kandinsky22").model, height=64, width=128, **sampler_options()).latent
+    decoded = g.add("Decode", latent=wide, vae=load(g, "kandinsky22").vae).image
+    i2i = g.add("Img2Img", model=load(g, "kandinsky22").model, image=decoded, **sampler_options(strength=0.5))
+    assert run(g, probed(g, i2i.latent)).shape == (1, 4, 8, 16)
+
+
+def test_kandinsky_guidance_reaches_the_prior_too(monkeypatch):
+    import diffusers
+
+    seen = []
+    original = diffusers.KandinskyV22CombinedPipeline.__call__
+
+    def recording(self, *args, **kwargs):  # the real pipeline runs; this only notes what it was given
+        seen.append(kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(diffusers.KandinskyV22CombinedPipeline, "__call__", recording)
+    g = Graph()
+    t2i = g.add("Text2Img", model=load(g, "kandinsky22").model, **sampler_options(guidance_scale=6.0))
+    run(g, probed(g, t2i.latent))
+    assert (seen[0]["guidance_scale"], seen[0]["prior_guidance_scale"]) == (6.0, 6.0)
+
+
+def test_the_latent_upscalers_seed_and_the_upscalers_guidance_change_results(picture):
+    def upscaled(node_type, **options):
+        g = Graph()
+        if node_type == "LatentUpscale":
+            source = g.add("Text2Img", model=load(g, "sd").model, **sampler_options()).latent
+            node = g.add("LatentUpscale", model=load(g, "latent-upscaler").model, latent=source, prompt="a fox",
+                         num_inference_steps=STEPS, **options).latent
+        else:
+            node = g.add("Upscale", model=load(g, "x4-upscaler").model, image=g.add("LoadImage", path=picture).image,
+                         prompt="a fox", num_inference_steps=STEPS, seed=0, **options).image
+        return run(g, probed(g, node))
+
+    assert not torch.allclose(upscaled("LatentUpscale", seed=0), upscaled("LatentUpscale", seed=1))
+    assert not torch.allclose(upscaled("Upscale", guidance_scale=1.0), upscaled("Upscale", guidance_scale=9.0))
+
+
+def test_inpaint_resizes_image_and_mask_alike():
+    from nodes.sampling import _resized
+
+    image, mask = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
+    resized_image, resized_mask = _resized(image, mask, 32, 48)
+    assert resized_image.shape[-2:] == resized_mask.shape[-2:] == (32, 48)
+
+
+def test_the_masked_image_latents_blank_the_repainted_area_to_grey():
+    from nodes.sampling import _masked_image_latents
+
+    class Identity:  # an exact codec, so the masking arithmetic itself shows
+        def encode(self, image):
+            return image
+
+        def decode(self, latent):
+            return latent
+
+    latent = torch.rand(1, 3, 4, 4)
+    mask = torch.zeros(1, 1, 4, 4)
+    mask[..., :2] = 1  # repaint the left half
+    result = _masked_image_latents(Identity(), latent, mask)
+    assert torch.equal(result[..., :2], torch.full_like(result[..., :2], 0.5))
+    assert torch.equal(result[..., 2:], latent[..., 2:])
