@@ -1,5 +1,6 @@
-"""`NODE.INPUT=VALUE` assignments, as `nodegraph run --set` takes them: each value is parsed
-with the type the input declares (`--set t2i.seed=random`, `--set i2i.strength=0.6`)."""
+"""Preparing a graph to run as the command line and the server do: `NODE.INPUT=VALUE` assignments
+(`--set`), each value parsed with the type the input declares (`--set t2i.seed=random`,
+`--set i2i.strength=0.6`), then named rewrites (`--tiny`)."""
 
 from __future__ import annotations
 
@@ -30,3 +31,20 @@ def apply_assignment(graph: Graph, assignment: str, registry=None) -> None:
     except ValueError as error:
         raise UsageError(f"--set {assignment!r}: {node_id}.{name} takes {spec.type}: {error}") from None
     graph.set_input(node_id, name, value)
+
+
+def prepare(graph: Graph, assignments=(), rewrites=(), registry=None) -> tuple[Graph, list]:
+    """The graph with `assignments` applied, then the named `rewrites`, and what those rewrote;
+    `graph` itself is left as it was. Raises UsageError for a bad assignment or rewrite name."""
+    from .registry import registry as default_registry
+
+    registry = registry or default_registry
+    graph, done = graph.copy(), []
+    for assignment in assignments:
+        apply_assignment(graph, assignment, registry)
+    for name in rewrites:
+        if name not in registry.rewrites:
+            raise UsageError(f"there is no rewrite {name!r}; rewrites: {', '.join(registry.rewrites)}")
+        graph, records = registry.apply_rewrite(name, graph)
+        done += records
+    return graph, done

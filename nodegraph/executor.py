@@ -18,6 +18,7 @@ import os
 import threading
 import time
 import traceback
+import uuid
 import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -26,8 +27,9 @@ import networkx as nx
 
 from . import fileformat
 from .cache import MISSING, ResultCache
-from .context import ItemInfo, NodeContext, RunOptions
+from .context import ItemInfo, NodeContext, RunOptions, RunState
 from .errors import Interrupted, NodeExecutionError, NodegraphError, Problem, UsageError, ValidationError
+from .events import Event, NodeCached, NodeDone, NodeFailed, NodeStart, RunDone, RunInterrupted, RunStart
 from .graph import Graph, Link
 from .node import StreamItem
 from .optimize import Optimized, Rewrite, check_pass_names, optimize
@@ -36,9 +38,10 @@ from .plan import Plan, item_key, node_key, replan, resolve_random_seeds
 from .registry import Registry
 from .registry import registry as default_registry
 from .residency import Residency
+from .resources import ModelMemory
 from .validation import target_problems
 
-EventCallback = Callable[[dict], None]
+EventCallback = Callable[[Event], None]
 
 
 @dataclass
@@ -70,7 +73,11 @@ class RunResult:
 class Executor:
     """Runs graphs; keeps results and the last plan of each graph between runs."""
 
-    def __init__(self, registry=None, *, cache_bytes: int = 2 << 30, on_event: EventCallback | None = None):
+    def __init__(self, registry=None, *, cache_bytes: int = 2 << 30, on_event: EventCallback | None = None,
+                 keep_models: bool = False):
+        """`keep_models`: models stay loaded after a run, until memory runs short or
+        `release_models()` (a server, whose next run likely needs them); by default each is
+        released after its last use."""
         if registry is not None and not isinstance(registry, Registry):
             raise UsageError(f"registry is a nodegraph Registry of node types, got {registry!r}")
         if type(cache_bytes) is not int or cache_bytes < 0:
@@ -78,12 +85,31 @@ class Executor:
         self.registry = registry or default_registry
         self.cache = ResultCache(cache_bytes)
         self.on_event = on_event
-        self._cancelled = threading.Event()
+        self.warm_models = ModelMemory(keep_warm=True) if keep_models else None
         self._plans: dict[int, tuple[weakref.ref, Plan]] = {}
+        self._running = threading.Lock()  # one run at a time: runs share the cache, plans and models
+        self._state = threading.Lock()  # guards the two below
+        self._current: tuple[str, threading.Event] | None = None  # the running run's id, and its cancel flag
+        self._cancel_before_start: set[str] = set()
 
-    def cancel(self) -> None:
-        """Stop the current run at the next node or diffusion step."""
-        self._cancelled.set()
+    def cancel(self, run_id: str | None = None) -> None:
+        """Stop the run `run_id` (None: the one running now) at its next node or diffusion step;
+        a run that has not started yet stops before its first node."""
+        with self._state:
+            if self._current is not None and run_id in (None, self._current[0]):
+                self._current[1].set()
+            elif run_id is not None:
+                self._cancel_before_start.add(run_id)
+
+    def release_models(self) -> None:
+        """Let go of the models kept loaded between runs (see keep_models); refused while a run goes on."""
+        if not self._running.acquire(blocking=False):
+            raise UsageError("models cannot be released while a run is using them; wait for it to finish")
+        try:
+            if self.warm_models is not None:
+                self.warm_models.release_all()
+        finally:
+            self._running.release()
 
     def plan(self, graph: Graph, options: RunOptions | None = None) -> Plan:
         """Validate and key the graph, re-using the previous plan where edits did not reach."""
@@ -101,10 +127,29 @@ class Executor:
         *,
         on_event: EventCallback | None = None,
         options: RunOptions | None = None,
+        run_id: str | None = None,
     ) -> RunResult:
-        """Run the graph (or only the nodes needed by `outputs`, a list of node ids); raises
-        ValidationError, NodeExecutionError or Interrupted."""
-        self._cancelled.clear()
+        """Run the graph (or only the nodes needed by `outputs`, a list of node ids) as run `run_id`
+        (default: a new one); raises ValidationError, NodeExecutionError or Interrupted. One
+        executor runs one graph at a time: a second run while one is going is refused (UsageError)."""
+        if not self._running.acquire(blocking=False):
+            raise UsageError(f"this Executor is running {self._current[0] if self._current else 'a run'}; wait "
+                             "for it to finish, or give each thread an Executor of its own")
+        run_id = run_id or uuid.uuid4().hex
+        cancelled = threading.Event()
+        with self._state:
+            self._current = (run_id, cancelled)
+            if run_id in self._cancel_before_start:
+                self._cancel_before_start.discard(run_id)
+                cancelled.set()
+        try:
+            return self._run(graph, outputs, on_event, options, run_id, cancelled)
+        finally:
+            with self._state:
+                self._current = None
+            self._running.release()
+
+    def _run(self, graph, outputs, on_event, options, run_id: str, cancelled: threading.Event) -> RunResult:
         if not isinstance(graph, Graph):
             raise UsageError(f"run() takes a nodegraph.Graph, got {type(graph).__name__}; "
                              "load one with nodegraph.load(path)")
@@ -121,7 +166,7 @@ class Executor:
         targets = list(outputs) if outputs is not None else current.outputs
         _check_output_dir(graph, current, targets)
         optimized = self.optimize(graph, current, targets, options)
-        run = _Run(self, graph, optimized, on_event or self.on_event, options)
+        run = _Run(self, graph, optimized, on_event or self.on_event, options, run_id, cancelled)
         return run.execute(targets)
 
     def optimize(self, graph: Graph, current: Plan, targets: list[str], options: RunOptions) -> Optimized:
@@ -137,15 +182,19 @@ class _Run:
     """The state of one run: the user's graph, the optimised graph that runs, and what was done."""
 
     def __init__(self, executor: Executor, user_graph: Graph, optimized: Optimized, emit: EventCallback | None,
-                 options: RunOptions):
-        self.cache, self.options = executor.cache, options
+                 options: RunOptions, run_id: str, cancelled: threading.Event):
+        self.cache, self.options, self.run_id = executor.cache, options, run_id
         self.user_graph, self.graph, self.plan = user_graph, optimized.graph, optimized.plan
         self.aliases = optimized.aliases
-        self.cancelled = executor._cancelled
+        self.cancelled = cancelled
         self.emit = emit
+        self.state = RunState(options, run_id, emit or _ignore, cancelled, self.workflow,
+                              self.plan.typed.fingerprints, self._input_value)
+        self._item_keys: dict[int | None, Callable[[str], bytes]] = {None: self.plan.keys.__getitem__}
         self.result = RunResult(outputs={}, seeds={node_id: dict(drawn) for node_id, drawn in self.plan.seeds.items()},
                                 rewrites=optimized.rewrites, schedule=optimized.schedule)
-        self.residency = Residency(self.graph, self.plan, options.model_memory) if optimized.schedule else None
+        self.residency = Residency(self.graph, self.plan, options.model_memory, executor.warm_models) \
+            if optimized.schedule else None
         self._shared_targets: set[str] = set()  # targets outside streams, whose outputs are reported as they come
         self._workflow: str | None = None
 
@@ -153,7 +202,7 @@ class _Run:
 
     def execute(self, user_targets: list[str]) -> RunResult:
         started = time.perf_counter()
-        self._send("run_start", None, targets=user_targets)
+        self._send(RunStart, None, targets=user_targets)
         targets = list(dict.fromkeys(self.aliases.get(t, t) for t in user_targets))
         self._shared_targets = {t for t in targets if t not in self.plan.stream_of}
         try:
@@ -170,24 +219,26 @@ class _Run:
             for stream_node in dict.fromkeys(self.plan.stream_of[t] for t in per_item):
                 self._run_stream(stream_node, [t for t in per_item if self.plan.stream_of[t] == stream_node], values)
         except Interrupted as stop:
-            self._send("interrupted", stop.node)
+            self._send(RunInterrupted, stop.node)
             stop.result = self._finish(started, user_targets)
             raise
         except NodeExecutionError as error:
-            self._send("error", error.node, **_error_fields(error))
+            self._send(NodeFailed, error.node, **_error_fields(error))
             self._finish(started, user_targets)
             raise
         self._finish(started, user_targets)
-        self._send("run_done", None, duration=self.result.duration, executed=len(self.result.executed),
+        self._send(RunDone, None, duration=self.result.duration, executed=len(self.result.executed),
                    cached=len(self.result.cached), failed=len(self.result.failures))
         return self.result
 
     def _finish(self, started: float, user_targets: list[str]) -> RunResult:
         """Release every model, report outputs under the user's node ids, and time the run."""
         if self.residency is not None:
-            self.residency.memory.release_all()
-            self.result.model_loads = self.residency.memory.loads
-            self.result.peak_model_bytes = self.residency.memory.peak_bytes
+            memory = self.residency.memory
+            if not memory.keep_warm:
+                memory.release_all()
+            self.result.model_loads = memory.loads - self.residency.loads_before
+            self.result.peak_model_bytes = memory.peak_bytes
         for target in user_targets:
             if target in self.aliases and self.aliases[target] in self.result.outputs:
                 self.result.outputs[target] = self.result.outputs[self.aliases[target]]
@@ -291,7 +342,7 @@ class _Run:
                                               needed_later=lambda r: self._needed_by(following, r, region))
             except NodeExecutionError as error:
                 self.result.failures.append(ItemFailure(error.node, index, info.label, error))
-                self._send("error", error.node, item=info, **_error_fields(error))
+                self._send(NodeFailed, error.node, item=info, **_error_fields(error))
                 continue
             for target in targets:
                 self.result.outputs[target][index] = item_values[key_of(target)]
@@ -309,6 +360,7 @@ class _Run:
         given = dict(values)
         given[keys[stream_node]] = _ItemOutputs(stream_outputs, stream_names, item, stream_node,
                                                 plan.definitions[stream_node].name)
+        self._item_keys[index] = keys.__getitem__
         return keys.__getitem__, given, ItemInfo(index, item.label)
 
     def _models_of_items(self, contexts: list, region: list[str]) -> list[frozenset]:
@@ -356,9 +408,8 @@ class _Run:
             if self.residency:
                 self.residency.before(node_id, kwargs)
             if definition.takes_context:
-                kwargs["ctx"] = NodeContext(node_id, self.options, self.emit or _ignore, self.cancelled,
-                                            self.workflow, item, self.plan.typed.fingerprints)
-            self._send("node_start", node_id, item=item, type=definition.name)
+                kwargs["ctx"] = NodeContext(node_id, self.state, item)
+            self._send(NodeStart, node_id, item=item, type=definition.name)
             started = time.perf_counter()
             returned = definition.function(**kwargs)
             outputs = _outputs(definition, returned)
@@ -370,8 +421,23 @@ class _Run:
         except Exception as error:
             raise NodeExecutionError(node_id, definition.name, error, traceback.format_exc()) from error
         self.result.executed.append(node_id)
-        self._send("node_done", node_id, item=item, duration=time.perf_counter() - started)
+        self._send(NodeDone, node_id, item=item, duration=time.perf_counter() - started,
+                   result=outputs if definition.output_node else None)
         return outputs
+
+    def _input_value(self, node_id: str, name: str, item: ItemInfo | None) -> Any:
+        """What input `name` of `node_id` was in this run (see RunState.input_value)."""
+        node_id = self.aliases.get(node_id, node_id)
+        if node_id not in self.plan.definitions:
+            return None
+        definition = self.plan.definitions[node_id]
+        value = definition.inputs_as_run(self.graph.inputs_of(node_id), self.plan.seeds.get(node_id)).get(name)
+        if type(value) is not Link:
+            return value
+        key_of = self._item_keys.get(item.index if item is not None else None, self._item_keys[None])
+        outputs = self.cache.get(key_of(value.node))
+        produced = outputs.get(value.output) if isinstance(outputs, dict) else None
+        return produced if isinstance(produced, (str, int, float, bool)) else None
 
     def workflow(self) -> str:
         """The graph as it runs, random seeds resolved, as graph-file JSON (made once per run)."""
@@ -388,18 +454,16 @@ class _Run:
 
     def _cached(self, node_id: str, item: ItemInfo | None) -> None:
         self.result.cached.append(node_id)
-        self._send("node_cached", node_id, item=item)
+        self._send(NodeCached, node_id, item=item)
 
-    def _send(self, event: str, node_id: str | None, item: ItemInfo | None = None, **fields: Any) -> None:
+    def _send(self, kind: type[Event], node_id: str | None, item: ItemInfo | None = None, **fields: Any) -> None:
         if self.emit is None:
             return
-        message = {"event": event, "node": node_id, **fields}
-        if item is not None:
-            message["item"], message["label"] = item.index, item.label
-        self.emit(message)
+        where = {"item": item.index, "label": item.label} if item is not None else {}
+        self.emit(kind(run_id=self.run_id, node=node_id, **where, **fields))
 
 
-def _ignore(message: dict) -> None:
+def _ignore(event: Event) -> None:
     pass
 
 

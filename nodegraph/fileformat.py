@@ -17,6 +17,7 @@ import io
 import json
 import os
 import re
+import reprlib
 import stat
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
@@ -34,6 +35,9 @@ MAX_GRAPH_BYTES = 64 << 20
 MAX_NESTING = 64  # levels of lists and objects in a literal input, or in the ui block
 PNG_GRAPH_KEY = "nodegraph"  # PNG text chunk holding the graph file, written by Save
 PNG_COMFY_KEY = "prompt"  # ComfyUI's chunk: an API-format prompt
+# ComfyUI's chunk holding the editor's workflow (its layout). A graph made in the editor keeps that
+# workflow in its ui block under the same key, and Save embeds it, so the editor reloads the PNG.
+WORKFLOW_KEY = "workflow"
 
 
 class LinkJSON(msgspec.Struct, forbid_unknown_fields=True, rename={"source": "from"}):
@@ -283,15 +287,31 @@ def _graph_from_png(stream: BinaryIO) -> Graph:
     if PNG_GRAPH_KEY in text:
         return loads(text[PNG_GRAPH_KEY])
     if PNG_COMFY_KEY in text:
-        return loads(text[PNG_COMFY_KEY])
+        graph = loads(text[PNG_COMFY_KEY])
+        workflow = _json_object(text.get(WORKFLOW_KEY))
+        if workflow is not None:
+            graph.ui = {WORKFLOW_KEY: workflow}
+        return graph
     raise GraphFileError([Problem(
         None, None, "png.no_graph", "this PNG carries no graph",
         hint="only images written by a Save node (or ComfyUI) embed the graph that made them",
     )])
 
 
+def _json_object(text: str | None) -> dict | None:
+    """`text` decoded as a JSON object (not nested too deeply); None if it is not one."""
+    try:
+        value = msgspec.json.decode(text) if text is not None else None
+    except msgspec.DecodeError:
+        return None
+    return value if isinstance(value, dict) and not _nested_deeper(value, MAX_NESTING) else None
+
+
 def _short(value: Any, limit: int = 80) -> str:
-    text = msgspec.json.encode(value).decode(errors="replace")
+    try:
+        text = msgspec.json.encode(value).decode(errors="replace")
+    except (TypeError, UnicodeEncodeError, RecursionError):  # from_comfy takes any Python values
+        text = reprlib.repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

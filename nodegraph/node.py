@@ -25,6 +25,8 @@ from . import types as T
 from .context import RunOptions
 
 REQUIRED: Any = type("Required", (), {"__repr__": lambda self: "REQUIRED"})()
+# What a path input (`Input.path`) names
+IMAGE_FILE, IMAGE_FOLDER, MODEL_PATH = "image", "folder", "model"
 
 
 @dataclass(frozen=True)
@@ -42,10 +44,13 @@ class Input:
     max: float | None = None
     optional: bool = False
     expect: Callable[[Any], T.Type] | None = None
-    # The value names a local file or folder (or may: LoadModel's model). Provenance
-    # withholds such paths when they lead outside the working directory; what the node reads
-    # there is known by its fingerprint, so two paths to the same content are the same input.
-    path: bool = False
+    # What the value names: a local file or folder (or may: LoadModel's model names a builtin or
+    # a hub id too), of kind IMAGE_FILE, IMAGE_FOLDER or MODEL_PATH; an editor offers a list of
+    # them. Provenance withholds such paths when they lead outside the working directory; what the
+    # node reads there is known by its fingerprint, so two paths to the same content are the same input.
+    path: str | None = None
+    # () -> values an editor offers for this input besides files of its path kind (LoadModel: the builtins)
+    suggestions: Callable[[], list[str]] | None = None
     # (model input, component): an image given here is encoded with that component of the
     # resource the model input gets (Img2Img's image: ("model", "vae")). A latent of the same
     # component may stand in for the image's decoding: see the decode_encode pass.

@@ -104,7 +104,8 @@ def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptio
     # A copy: a failed re-plan must leave the previous plan as it was.
     typed = TypedGraph(definitions=dict(old.definitions), input_types=dict(old.input_types),
                        output_types=dict(old.output_types), order=old.order, stream_of=old.stream_of,
-                       fingerprints=dict(old.fingerprints), output_nodes=old.output_nodes)
+                       fingerprints=dict(old.fingerprints), output_nodes=old.output_nodes,
+                       resource_nodes=old.resource_nodes)
     for node_id in changed:
         before = typed.output_types.get(node_id)
         check_node(graph, node_id, registry, typed)

@@ -26,8 +26,12 @@ _PRIMITIVES = (str, int, float, bool, type(None))
 
 
 class Residency:
-    def __init__(self, graph: Graph, plan: Plan, budget_bytes: int | None):
-        self.memory = ModelMemory(budget_bytes)
+    def __init__(self, graph: Graph, plan: Plan, budget_bytes: int | None, memory: ModelMemory | None = None):
+        """`memory`: model memory kept from earlier runs (see ModelMemory.keep_warm); default a new one."""
+        if memory is not None:
+            memory.start_run(budget_bytes)
+        self.memory = memory if memory is not None else ModelMemory(budget_bytes)
+        self.loads_before = self.memory.loads
         self._graph, self._plan = graph, plan
         self._producer: dict[int, str] = {}  # id(resource) -> "node.output" that made it
         self._batch: list[str] = []

@@ -53,11 +53,13 @@ class Data(Type):
 
 @dataclass(frozen=True, eq=True)
 class LatentSpace:
-    """The space a latent lives in: which VAE family made it, and how it is scaled."""
+    """The space a latent lives in: which VAE family made it, how it is scaled, and how many
+    pixels a side of one latent cell covers."""
 
     name: str
     channels: int
     scaling_factor: float
+    downscale: int = 8
 
     def __str__(self) -> str:
         return self.name

@@ -201,6 +201,20 @@ def link_accepted(graph: Graph, typed: TypedGraph, node_id: str, name: str, link
     return not problems
 
 
+def expected_types(graph: Graph, typed: TypedGraph, node_id: str) -> dict[str, T.Type]:
+    """What each input of a checked node takes, given what its other inputs are now: the
+    declared type, refined by the input's `expect` hook (a Decode's latent: its VAE's space).
+    An editor types its sockets from this; a hook that fails leaves the declared type."""
+    definition = typed.definitions[node_id]
+    literals = {n: v for n, v in definition.inputs_as_run(graph.inputs_of(node_id)).items() if type(v) is not Link}
+    view = InputView(typed.input_types.get(node_id, {}), literals)
+    expected = {}
+    for name, spec in definition.inputs.items():
+        refined = _run_hook(spec.expect, view, node_id, name, []) if spec.expect else None
+        expected[name] = refined if refined is not None else spec.type
+    return expected
+
+
 def _check_input(node_id: str, name: str, spec: Input, value: Any, got: T.Type | None,
                  view: InputView, problems: list[Problem]) -> None:
     if type(value) is Link:

@@ -29,10 +29,9 @@ from nodegraph.errors import InputError
 from nodegraph.resources import Component
 
 from .devices import resolve_device, resolve_dtype
-from .parts import PartSpec, describe, load_component, load_single_file, local_folder
-from .spaces import FAMILIES, IMG2IMG, INPAINT, KANDINSKY_FAMILY, LATENT_UPSCALE, SDXL, TEXT2IMG, UPSCALE
-from .tiny_models import quiet_progress_bars
-from .weights import combined_identity
+from .parts import PartSpec, describe, load_component, load_single_file, local_folder, quiet_progress_bars
+from .spaces import IMG2IMG, INPAINT, KANDINSKY_FAMILY, LATENT_UPSCALE, SDXL, TEXT2IMG, UPSCALE, space_of
+from .weights import combined_identity, read_json
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +114,6 @@ class ModelHandle:
     def __init__(self, family: str, sources: dict[str, str], options: LoadOptions = LoadOptions(),
                  device: str = "auto", load_now: tuple[str, ...] = (MAIN,)):
         self.family = family
-        self.space = FAMILIES[family].space
         self.options = options
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(options.dtype, self.device)
@@ -126,7 +124,11 @@ class ModelHandle:
         self.attention = self._usable_attention()
         self._vae_role = next(role for role in load_now if role != KANDINSKY_PRIOR)
         self._specs: dict[str, PartSpec] = {role: self._describe(role) for role in load_now}
+        vae_source = self._specs[self._vae_role].source
+        self.space = space_of(family, None if vae_source.is_file() else
+                              read_json(vae_source / vae_name(family) / "config.json"))
         self._loaded: dict[str, dict[str, Any]] = {}  # role -> component -> what was loaded
+        self._on_host: set[tuple[str, str]] = set()  # (role, component) offloaded to the host's memory
         self._pipelines: dict[str, Any] = {}
         self.identity = combined_identity({role: combined_identity(spec.identities) for role, spec in self._specs.items()})
         self.vae = VaeHandle(self)
@@ -161,10 +163,29 @@ class ModelHandle:
     def unload(self, keep: frozenset[str] = frozenset()) -> None:
         """Let go of the modules whose identity is not in `keep`; modules no one else holds are freed."""
         self._pipelines.clear()  # they hold the modules too
-        for role, loaded in self._loaded.items():
-            for name in [n for n in loaded if n in self._specs[role].identities]:
-                if self._specs[role].identities[name] not in keep:
-                    del loaded[name]
+        for role, name in self._modules_but(keep):
+            del self._loaded[role][name]
+            self._on_host.discard((role, name))
+
+    @property
+    def offloads(self) -> bool:
+        """Whether releasing may move the weights to the host's memory: where they run on a GPU."""
+        return self.device != "cpu"
+
+    def offload(self, keep: frozenset[str] = frozenset()) -> None:
+        """Move the modules whose identity is not in `keep` to the host's memory, to come back at load()."""
+        for role, name in self._modules_but(keep):
+            self._loaded[role][name].to("cpu")
+            self._on_host.add((role, name))
+
+    def _modules_but(self, keep: frozenset[str]) -> list[tuple[str, str]]:
+        return [(role, name) for role, loaded in self._loaded.items() for name in list(loaded)
+                if name in self._specs[role].identities and self._specs[role].identities[name] not in keep]
+
+    def _from_host(self, role: str, name: str) -> None:
+        if (role, name) in self._on_host:
+            self._on_host.discard((role, name))
+            self._loaded[role][name].to(self.device)
 
     def _size(self, role: str, name: str) -> int:
         """Bytes the component takes: measured once loaded, estimated from its files before."""
@@ -200,6 +221,8 @@ class ModelHandle:
                     loaded.update(load_single_file(spec, self.family, pipeline_name, self.dtype, self._placement))
                 else:
                     loaded[name] = load_component(spec, name, self.dtype, self._placement, self.options.allow_pickle)
+        for name in list(loaded):
+            self._from_host(role, name)
         return loaded
 
     def _module(self, role: str, name: str):
@@ -211,6 +234,7 @@ class ModelHandle:
                 return self._part(role)[name]
             with quiet_progress_bars():
                 loaded[name] = load_component(spec, name, self.dtype, self._placement, self.options.allow_pickle)
+        self._from_host(role, name)
         return loaded[name]
 
     def _assemble(self, task: str):
@@ -311,10 +335,16 @@ class ModelHandle:
     def vae_component(self) -> Component:
         return Component(self._specs[self._vae_role].identities[self._vae_name], self._size(self._vae_role, self._vae_name))
 
-    def unload_vae(self, keep: frozenset[str]) -> None:
-        if self.vae_component().identity not in keep:
+    def unload_vae(self, keep: frozenset[str], to_host: bool = False) -> None:
+        if self.vae_component().identity in keep or self._vae_name not in self._loaded.get(self._vae_role, {}):
+            return
+        if to_host:
+            self._loaded[self._vae_role][self._vae_name].to("cpu")
+            self._on_host.add((self._vae_role, self._vae_name))
+        else:
             self._pipelines.clear()
-            self._loaded.get(self._vae_role, {}).pop(self._vae_name, None)
+            self._loaded[self._vae_role].pop(self._vae_name)
+            self._on_host.discard((self._vae_role, self._vae_name))
 
     @property
     def _vae_name(self) -> str:
@@ -427,6 +457,13 @@ class VaeHandle:
 
     def unload(self, keep: frozenset[str] = frozenset()) -> None:
         self._model.unload_vae(keep)
+
+    @property
+    def offloads(self) -> bool:
+        return self._model.offloads
+
+    def offload(self, keep: frozenset[str] = frozenset()) -> None:
+        self._model.unload_vae(keep, to_host=True)
 
     def __repr__(self) -> str:
         return f"<VaeHandle {self.space} {self.identity[-12:]}>"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from nodegraph import types as T
 from nodegraph.errors import InputError
-from nodegraph.node import Input, Output, StreamItem
+from nodegraph.node import IMAGE_FILE, IMAGE_FOLDER, Input, Output, StreamItem
 from nodegraph.registry import node
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
@@ -209,7 +209,7 @@ def image_to_pils(image) -> list:
 @node(
     "LoadImage",
     category="image",
-    inputs={"path": Input(T.STRING, "Image file to load (PNG, JPEG, WebP, ...)", path=True)},
+    inputs={"path": Input(T.STRING, "Image file to load (PNG, JPEG, WebP, ...)", path=IMAGE_FILE)},
     outputs={
         "image": Output(T.IMAGE, "The image, EXIF orientation applied"),
         "mask": Output(T.MASK, "From the alpha channel: transparent = 1 = repaint; all zeros without alpha"),
@@ -227,7 +227,7 @@ def load_image(path, ctx):
     "LoadMask",
     category="image",
     inputs={
-        "path": Input(T.STRING, "Image file holding the mask", path=True),
+        "path": Input(T.STRING, "Image file holding the mask", path=IMAGE_FILE),
         "channel": Input(T.Choice(*MASK_CHANNELS), "Which channel is the mask: white (or transparent, "
                          "for alpha) = repaint", default="luminance"),
         "invert": Input(T.BOOL, "Swap what is repainted and what is kept", default=False),
@@ -283,7 +283,7 @@ def _folder_listing(literals: dict) -> str | None:
     "LoadImages",
     category="image",
     inputs={
-        "folder": Input(T.STRING, "Folder of images", path=True),
+        "folder": Input(T.STRING, "Folder of images", path=IMAGE_FOLDER),
         "pattern": Input(T.STRING, "Glob pattern of the file names to read, e.g. *.png; it stays inside the folder",
                          default="*"),
         "recursive": Input(T.BOOL, "Also read the folder's subfolders", default=False),

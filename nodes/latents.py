@@ -44,5 +44,8 @@ def encode(image, vae):
     codec=Codec("decode", value="latent", coder="vae", output="image"),
 )
 def decode(latent, vae):
-    """Decode latents into images with the VAE of their space."""
-    return vae.decode(latent)
+    """Decode latents into images with the VAE of their space (pixels an Inpaint kept outside its mask
+    are put back as they were)."""
+    from .sampling import with_kept_pixels
+
+    return with_kept_pixels(latent, vae.decode(latent))

@@ -16,15 +16,15 @@ from pathlib import Path
 
 from nodegraph import types as T
 from nodegraph.errors import InputError
-from nodegraph.graph import Link
-from nodegraph.node import Input, Output
+from nodegraph.graph import Graph, Link
+from nodegraph.node import MODEL_PATH, Input, Output
+from nodegraph.optimize.rewrite import Rewrite
 from nodegraph.registry import node, registry, rewrite
 from nodegraph.resources import Component
 
-from . import handles, parts, weights
+from . import builtins, handles, parts, weights
 from .handles import KANDINSKY_DECODER, KANDINSKY_INPAINT_DECODER, KANDINSKY_PRIOR, MAIN
-from .spaces import FAMILIES, KANDINSKY_FAMILY, TINY_BUILTINS
-from .tiny_models import BUILTIN_FAMILIES, builtin_identity, builtin_path
+from .spaces import KANDINSKY_FAMILY, TINY_BUILTINS, model_type, space_of
 
 BUILTIN_PREFIX = "builtin:"
 PICKLE_SUFFIXES = (".ckpt", ".bin", ".pt", ".pth")
@@ -92,9 +92,9 @@ def classify(model: str) -> tuple[str, str]:
         raise InputError("model", "no model given", code="model.not_found", hint=_NOT_FOUND_HINT)
     if text.startswith(BUILTIN_PREFIX):
         name = text[len(BUILTIN_PREFIX):]
-        if name not in BUILTIN_FAMILIES:
+        if name not in builtins.FAMILIES:
             raise InputError("model", f"there is no builtin model {name!r}", code="model.not_found",
-                             hint="the builtins: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_FAMILIES))
+                             hint="the builtins: " + ", ".join(BUILTIN_PREFIX + n for n in builtins.FAMILIES))
         return "builtin", name
     try:
         path = Path(text).expanduser()
@@ -138,7 +138,7 @@ def detect_family(model: str, allow_pickle: bool = False) -> str | None:
     """
     kind, what = classify(model)
     if kind == "builtin":
-        return BUILTIN_FAMILIES[what]
+        return builtins.FAMILIES[what]
     if kind == "folder":
         family = folder_family(Path(what))
         for folder in _diffusers_folders(Path(what)).values():
@@ -159,6 +159,19 @@ def detect_family(model: str, allow_pickle: bool = False) -> str | None:
                          code="model.not_found",
                          hint=f"download it first (huggingface-cli download {what}), or {_NOT_FOUND_HINT}")
     return family
+
+
+def detect_space(model: str, family: str) -> T.LatentSpace:
+    """The model's latent space, from its VAE's config (see spaces.space_of), without loading a weight."""
+    kind, what = classify(model)
+    folder = builtins.DEMO_FOLDER if kind == "builtin" and what.startswith("demo-") else \
+        Path(what) if kind == "folder" else cached_hub_folder(what) if kind == "hub" else None
+    return space_of(family, vae_config(folder) if folder is not None else None)
+
+
+def vae_config(folder: Path) -> dict | None:
+    config = weights.read_json(folder / "vae" / "config.json")
+    return config if isinstance(config, dict) else None
 
 
 def folder_family(folder: Path) -> str:
@@ -254,7 +267,7 @@ def fingerprint(model: str) -> str:
     commit. It names no local path and holds no file's contents: Save records it in PNGs."""
     kind, what = classify(model)
     if kind == "builtin":
-        return f"builtin:{builtin_identity(what)}"
+        return f"builtin:{builtins.identity(what)}"
     if kind == "hub":
         cached = cached_hub_folder(what)
         # a snapshot folder is named by its commit: same commit, same files
@@ -277,7 +290,8 @@ def _infer(view) -> dict[str, T.Type]:
     family = detect_family(model, allow_pickle=bool(view.value("allow_pickle")))
     if family is None:
         return {}
-    return {"model": FAMILIES[family], "vae": T.Vae(FAMILIES[family].space)}
+    space = detect_space(model, family)
+    return {"model": model_type(family, space), "vae": T.Vae(space)}
 
 
 def _fingerprint(literals: dict) -> str | None:
@@ -312,7 +326,8 @@ def _resources(literals: dict) -> dict | None:
     category="model",
     inputs={
         "model": Input(T.STRING, "A Hugging Face hub id (owner/name), a local diffusers folder, a .safetensors "
-                                 "checkpoint, or builtin:NAME (tiny offline models: builtin:tiny-sd, ...)", path=True),
+                                 "checkpoint, or builtin:NAME (tiny offline models: builtin:tiny-sd, ...)", path=MODEL_PATH,
+                       suggestions=lambda: [BUILTIN_PREFIX + name for name in builtins.FAMILIES]),
         "dtype": Input(T.Choice(*handles.DTYPES), "Weight precision; auto: float16 on CUDA, float32 on MPS and CPU",
                        default="auto"),
         "scheduler": Input(T.Choice(handles.DEFAULT_SCHEDULER, *handles.SCHEDULERS),
@@ -340,6 +355,10 @@ def _resources(literals: dict) -> dict | None:
 )
 def load_model(model, dtype, scheduler, attention, vae_tiling, vae_slicing, cpu_offload, allow_pickle, ctx):
     """Load a diffusion model; components already loaded with identical weights are shared."""
+    if allow_pickle and not ctx.options.unpickle:
+        raise InputError("allow_pickle", "this host never unpickles files: a pickle runs whatever code it holds",
+                         code="pickle.refused", hint="convert the checkpoint to .safetensors, and set allow_pickle "
+                                                     "to false")
     options = handles.LoadOptions(dtype=dtype, scheduler=scheduler, attention=attention, vae_tiling=vae_tiling,
                                   vae_slicing=vae_slicing, cpu_offload=cpu_offload, allow_pickle=allow_pickle)
     family, sources, load_now = locate(model, allow_pickle)
@@ -352,7 +371,7 @@ def locate(model: str, allow_pickle: bool, download: bool = True) -> tuple[str, 
     (without `download`: None for a hub model that is not in the local cache)."""
     kind, what = classify(model)
     if kind == "builtin":
-        folder = builtin_path(what)
+        folder = builtins.path(what)
     elif kind == "hub" and not download:
         folder = cached_hub_folder(what)
         if folder is None:
@@ -399,11 +418,11 @@ def _kandinsky_role(folder: Path) -> str:
     return KANDINSKY_INPAINT_DECODER if unet.get("in_channels") == 9 else KANDINSKY_DECODER
 
 
-# ---- --tiny ------------------------------------------------------------------------------------
+# ---- --tiny and --demo ---------------------------------------------------------------------------
 
 
-def tiny_stand_in(model: str) -> str | None:
-    """`builtin:<tiny model of the same family>` for a model reference; None if `model` is not one."""
+def stand_in(model: str, builtins_of: dict[str, str] = TINY_BUILTINS) -> str | None:
+    """`builtin:<the builtin of the same family>` for a model reference; None if `model` is not one."""
     try:
         family = detect_family(model, allow_pickle=True)
     except InputError:  # e.g. a hub model that is not in the local cache
@@ -412,29 +431,46 @@ def tiny_stand_in(model: str) -> str | None:
         family = None
     if family is None:  # that, or a pickle checkpoint, whose family shows only once it is unpickled
         family = guess_family_from_name(model)
-    return BUILTIN_PREFIX + TINY_BUILTINS[family]
+    return BUILTIN_PREFIX + builtins_of[family]
 
 
 @rewrite("tiny", help="swap every model for the tiny offline builtin of its family (random weights) and divide "
                       "pixel sizes of 512 and more by 8: any graph runs in seconds on a fresh offline machine")
-def use_tiny_models(graph) -> list[str]:
-    """Point every LoadModel at a tiny builtin; where `model` is linked, rewrite the model list it comes from.
-    Pixel sizes shrink with the models, so a 1024px SDXL graph runs at 128px."""
+def use_tiny_models(graph) -> tuple[Graph, list[Rewrite]]:
+    """A copy of the graph with every LoadModel pointed at a tiny builtin (where `model` is linked, the
+    model list it comes from is rewritten). Pixel sizes shrink with the models, so a 1024px SDXL
+    graph runs at 128px."""
+    return _use_builtins(graph, TINY_BUILTINS, "tiny")
+
+
+DEMO_BUILTINS = {**TINY_BUILTINS, "sd": "demo-sd", "sd-inpaint": "demo-sd-inpaint"}
+
+if "demo-sd" in builtins.FAMILIES:
+    @rewrite("demo", help="swap every SD 1.x/2.x model for the trained demo model (it draws coloured shapes: "
+                          "\"a red circle on a white background\"), other families for their tiny builtins, "
+                          "and divide pixel sizes of 512 and more by 8, as --tiny does")
+    def use_demo_model(graph) -> tuple[Graph, list[Rewrite]]:
+        """As --tiny, with the demo model for the SD family, so SD chains draw shapes offline."""
+        return _use_builtins(graph, DEMO_BUILTINS, "demo")
+
+
+def _use_builtins(graph, builtins_of: dict[str, str], pass_name: str) -> tuple[Graph, list[Rewrite]]:
+    graph = graph.copy()
     notes = _shrink_sizes(graph)
     for node_id in list(graph):
         if graph.type_of(node_id) != "LoadModel":
             continue
         model = graph.inputs_of(node_id).get("model")
         if isinstance(model, str):
-            notes += _swap_models(graph, node_id, "model", model, label=node_id)
+            notes += _swap_models(graph, node_id, "model", model, node_id, builtins_of)
         elif type(model) is Link and model.node in graph:
             for name, value in list(graph.inputs_of(model.node).items()):
                 if isinstance(value, str):
-                    notes += _swap_models(graph, model.node, name, value, label=f"{model.node}.{name}")
-    return notes
+                    notes += _swap_models(graph, model.node, name, value, f"{model.node}.{name}", builtins_of)
+    return graph, [Rewrite(pass_name, (note.split(":")[0].split(".")[0],), note) for note in notes]
 
 
-TINY_SIZE_INPUTS = ("width", "height")
+SIZE_INPUTS = ("width", "height")
 
 
 def _shrink_sizes(graph) -> list[str]:
@@ -443,7 +479,7 @@ def _shrink_sizes(graph) -> list[str]:
     reported by validation, not hidden by the rewrite."""
     notes = []
     for node_id in list(graph):
-        for name in TINY_SIZE_INPUTS:
+        for name in SIZE_INPUTS:
             value = graph.inputs_of(node_id).get(name)
             definition = registry.get(graph.type_of(node_id))
             spec = definition.inputs.get(name) if definition else None
@@ -454,10 +490,10 @@ def _shrink_sizes(graph) -> list[str]:
     return notes
 
 
-def _swap_models(graph, node_id: str, name: str, text: str, label: str) -> list[str]:
+def _swap_models(graph, node_id: str, name: str, text: str, label: str, builtins_of: dict[str, str]) -> list[str]:
     """Swap a literal holding one model per line, if every line is one; otherwise leave it."""
     lines = text.split("\n")
-    swapped = [tiny_stand_in(line) if line.strip() else line for line in lines]
+    swapped = [stand_in(line, builtins_of) if line.strip() else line for line in lines]
     if None in swapped or swapped == lines:
         return []
     graph.set_input(node_id, name, "\n".join(swapped))

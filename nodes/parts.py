@@ -11,6 +11,7 @@ torch and diffusers are imported inside the functions: importing this module is 
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import re
@@ -97,6 +98,20 @@ def _files_to_load(folder: Path) -> list[Path]:
     return safe or files
 
 
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """Silence transformers' progress bars (one per weight file read or written): nodegraph reports progress itself."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
 def load_component(spec: PartSpec, name: str, dtype, placement: str, allow_pickle: bool) -> Any:
     """Component `name` of a folder part: a module from the component cache (loaded into it if it is
     not there), or a tokenizer, scheduler or processor; None where the part has none."""
@@ -111,11 +126,12 @@ def load_component(spec: PartSpec, name: str, dtype, placement: str, allow_pickl
     folder = spec.source / name
     if name not in spec.identities:  # tokenizers, schedulers, image processors
         return component_class.from_pretrained(folder)
-    return weights.COMPONENTS.get_or_load(
+    module = weights.COMPONENTS.get_or_load(
         (spec.identities[name], str(dtype), placement),
-        lambda: _place(component_class.from_pretrained(folder, dtype=dtype, variant=_variant(folder),
-                                                       use_safetensors=None if allow_pickle else True), placement),
+        lambda: component_class.from_pretrained(folder, dtype=dtype, variant=_variant(folder),
+                                                use_safetensors=None if allow_pickle else True),
     )
+    return _place(module, placement)  # another model may have moved it to the host's memory
 
 
 def _variant(folder: Path) -> str | None:

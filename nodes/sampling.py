@@ -15,6 +15,8 @@ torch and diffusers are imported inside the functions, so importing this module 
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from nodegraph import types as T
 from nodegraph.errors import InputError
 from nodegraph.node import Input, Output
@@ -22,7 +24,7 @@ from nodegraph.registry import node
 
 from .spaces import FAMILIES, IMG2IMG, INPAINT, KANDINSKY_FAMILY, LATENT_UPSCALE, TEXT2IMG, UPSCALE
 
-LATENT_SCALE = 8  # pixels per latent cell, in every family whose latents these nodes take or make
+SMALLEST_SIDE = 8  # a latent cell of every family these nodes run covers at most 8x8 pixels
 KANDINSKY_GRID = 64  # Kandinsky rounds sizes up to multiples of 64, and its inpainting fails off them
 MAX_SIDE = 8192
 
@@ -52,7 +54,7 @@ def _strength(default: float) -> Input:
 
 def _side(name: str, unset: str) -> Input:
     return Input(T.INT, f"{name.capitalize()} in pixels, a multiple of 8 (of 64 for Kandinsky); unset: {unset}",
-                 default=None, optional=True, min=LATENT_SCALE, max=MAX_SIDE)
+                 default=None, optional=True, min=SMALLEST_SIDE, max=MAX_SIDE)
 
 
 def _image(what: str) -> Input:
@@ -109,7 +111,7 @@ def _check_literal_sides(view) -> None:
     model = _known_model(view)
     for side in ("height", "width"):
         if view.value(side) is not None:
-            check_side(side, view.value(side), model.family if model else None)
+            check_side(side, view.value(side), model)
 
 
 def _check_literal_strength(view) -> None:
@@ -121,8 +123,12 @@ def _check_literal_strength(view) -> None:
 # ---- checks, at validation (on literals) and when running -----------------------------
 
 
-def check_side(name: str, pixels: int, family: str | None) -> None:
-    multiple = KANDINSKY_GRID if family == KANDINSKY_FAMILY else LATENT_SCALE
+def check_side(name: str, pixels: int, model) -> None:
+    """A side in pixels must cover whole latent cells of the model (its type, or a loaded model)."""
+    if model is None:
+        multiple = SMALLEST_SIDE
+    else:
+        multiple = KANDINSKY_GRID if model.family == KANDINSKY_FAMILY else model.space.downscale
     if pixels % multiple:
         lower, upper = pixels // multiple * multiple, (pixels // multiple + 1) * multiple
         raise InputError(name, f"expected a multiple of {multiple} pixels, got {pixels}", code="value.not_multiple",
@@ -156,8 +162,8 @@ def _pipeline(model, task: str, image=None):
     return model.pipeline(task)
 
 
-def _check_mask_size(image, mask) -> None:
-    height, width = pixel_size(image)
+def _check_mask_size(image, mask, space) -> None:
+    height, width = pixel_size(image, space)
     if tuple(mask.shape[-2:]) != (height, width):
         raise InputError("mask_image", f"expected a mask of {width}x{height} (the image's size), "
                          f"got {mask.shape[-1]}x{mask.shape[-2]}", code="mask.wrong_size",
@@ -168,9 +174,9 @@ def is_latent(value) -> bool:
     return value.shape[1] != 3  # an IMAGE is RGB
 
 
-def pixel_size(image) -> tuple[int, int]:
-    """(height, width) of an IMAGE, or of the image a latent decodes to."""
-    scale = LATENT_SCALE if is_latent(image) else 1
+def pixel_size(image, space) -> tuple[int, int]:
+    """(height, width) of an IMAGE, or of the image a latent of `space` decodes to."""
+    scale = space.downscale if is_latent(image) else 1
     return image.shape[-2] * scale, image.shape[-1] * scale
 
 
@@ -200,10 +206,30 @@ def _report_steps(ctx, before: int = 0, after: int = 0):
     `before`/`after` count the steps of the other stage of a two-stage pipeline."""
 
     def report(pipeline, step, timestep, tensors):
-        ctx.progress(before + step + 1, before + pipeline.num_timesteps + after)
+        ctx.progress(before + step + 1, before + pipeline.num_timesteps + after,
+                     preview=latent_preview(tensors.get("latents")))
         return {}
 
     return report
+
+
+def latent_preview(latents) -> Callable[[], Any] | None:
+    """A cheap look at a denoising latent, for progress events: its first three channels, each
+    stretched to 0..255, as an RGB image the latent's size (no VAE decode). None for what is not
+    an image latent (Kandinsky's prior steps an embedding)."""
+    if latents is None or latents.ndim != 4 or latents.shape[1] < 3:
+        return None
+
+    def look():
+        from PIL import Image
+
+        channels = latents[0, :3].detach().float().cpu()
+        low = channels.amin(dim=(1, 2), keepdim=True)
+        span = (channels.amax(dim=(1, 2), keepdim=True) - low).clamp(min=1e-6)
+        pixels = ((channels - low) / span * 255).round().byte().permute(1, 2, 0).contiguous().numpy()
+        return Image.fromarray(pixels, "RGB")
+
+    return look
 
 
 def _step_callbacks(pipeline, ctx, steps: int, decoder_steps: int) -> dict:
@@ -253,10 +279,10 @@ def text2img(model, prompt, negative_prompt, num_inference_steps, guidance_scale
              num_images_per_prompt, seed, ctx):
     """Generate latents from a text prompt."""
     pipeline = _pipeline(model, TEXT2IMG)
-    native = pipeline.unet.config.sample_size * LATENT_SCALE  # the size the model was trained at
+    native = pipeline.unet.config.sample_size * model.space.downscale  # the size the model was trained at
     height, width = height or native, width or native
-    check_side("height", height, model.family)
-    check_side("width", width, model.family)
+    check_side("height", height, model)
+    check_side("width", width, model)
     return _denoise(pipeline, ctx, seed, guidance_scale, **_prompts(prompt, negative_prompt, 1),
                     num_inference_steps=num_inference_steps, height=height, width=width,
                     num_images_per_prompt=num_images_per_prompt)
@@ -311,35 +337,59 @@ def img2img(model, image, prompt, negative_prompt, strength, num_inference_steps
         "width": _side("width", "the image's width"),
         "num_images_per_prompt": IMAGES_PER_PROMPT,
         "seed": SEED,
+        "keep_unmasked": Input(T.BOOL, "Keep the pixels outside the mask exactly as they were: the Decode of "
+                               "these latents puts them back (a VAE would change them a little)", default=True),
     },
     outputs={"latent": Output(T.LATENT, "The inpainted latents, in the model's latent space")},
     infer=_inpaint_types,
 )
 def inpaint(model, image, mask_image, prompt, negative_prompt, strength, num_inference_steps, guidance_scale,
-            height, width, num_images_per_prompt, seed, ctx):
+            height, width, num_images_per_prompt, seed, keep_unmasked, ctx):
     """Repaint the masked area of an image (or latent) guided by a text prompt."""
-    _check_mask_size(image, mask_image)
+    _check_mask_size(image, mask_image, model.space)
     check_strength(num_inference_steps, strength)
     for name, side in (("height", height), ("width", width)):
         if side is not None:
-            check_side(name, side, model.family)
+            check_side(name, side, model)
     pipeline = _pipeline(model, INPAINT, image)
-    image, mask_image = _resized(image, mask_image, height, width)
+    image, mask_image = _resized(image, mask_image, height, width, model.space)
     if _is_two_stage(pipeline):
         check_kandinsky_strength(strength)
-        arguments = _kandinsky_inpaint_arguments(image, mask_image, num_images_per_prompt)
+        arguments = _kandinsky_inpaint_arguments(image, mask_image, num_images_per_prompt, model.space)
     else:
         arguments = _sd_inpaint_arguments(model, pipeline, image, mask_image, strength)
-    return _denoise(pipeline, ctx, seed, guidance_scale, **_prompts(prompt, negative_prompt, len(image)),
-                    num_inference_steps=num_inference_steps, num_images_per_prompt=num_images_per_prompt,
-                    **arguments)
+    latents = _denoise(pipeline, ctx, seed, guidance_scale, **_prompts(prompt, negative_prompt, len(image)),
+                       num_inference_steps=num_inference_steps, num_images_per_prompt=num_images_per_prompt,
+                       **arguments)
+    if keep_unmasked:
+        original = model.vae.decode(image) if is_latent(image) else image
+        keep_unmasked_pixels(latents, original.repeat_interleave(num_images_per_prompt, 0),
+                             mask_image.repeat_interleave(num_images_per_prompt, 0))
+    return latents
 
 
-def _resized(image, mask, height: int | None, width: int | None):
+KEPT_PIXELS = "nodegraph_kept_pixels"  # latents' attribute: (pixels, mask) their Decode puts back
+
+
+def keep_unmasked_pixels(latents, pixels, mask) -> None:
+    """Have the Decode of `latents` keep `pixels` where `mask` is 0, blending where it is between."""
+    setattr(latents, KEPT_PIXELS, (pixels, mask))
+
+
+def with_kept_pixels(latents, decoded):
+    """`decoded` with the pixels an Inpaint kept outside its mask put back (see keep_unmasked_pixels)."""
+    kept = getattr(latents, KEPT_PIXELS, None)
+    if kept is None or kept[0].shape != decoded.shape:
+        return decoded
+    pixels, mask = kept
+    return decoded * mask + pixels * (1 - mask)
+
+
+def _resized(image, mask, height: int | None, width: int | None, space):
     """Image and mask stretched to height x width (each defaults to the image's own)."""
     from .images import resize_tensor
 
-    old_height, old_width = pixel_size(image)
+    old_height, old_width = pixel_size(image, space)
     height, width = height or old_height, width or old_width
     if (height, width) == (old_height, old_width):
         return image, mask
@@ -353,10 +403,11 @@ def _resized(image, mask, height: int | None, width: int | None):
 
 def _sd_inpaint_arguments(model, pipeline, image, mask, strength: float) -> dict:
     # Without height and width, diffusers would resize to the model's native size; sides
-    # off the 8-pixel grid are resized down onto it, as Img2Img does.
-    height, width = pixel_size(image)
+    # off the latent grid are resized down onto it, as Img2Img does.
+    height, width = pixel_size(image, model.space)
+    grid = model.space.downscale
     arguments = {"image": image, "mask_image": mask, "strength": strength,
-                 "height": height - height % LATENT_SCALE, "width": width - width % LATENT_SCALE}
+                 "height": height - height % grid, "width": width - width % grid}
     if is_latent(image):
         # diffusers masks the image in pixel space, which a latent cannot be; hand it the
         # masked image's latents instead (only 9-channel inpainting UNets read them).
@@ -372,8 +423,8 @@ def _masked_image_latents(vae, latent, mask):
     return vae.encode(vae.decode(latent) * keep + 0.5 * (1 - keep))
 
 
-def _kandinsky_inpaint_arguments(image, mask, copies: int) -> dict:
-    height, width = pixel_size(image)
+def _kandinsky_inpaint_arguments(image, mask, copies: int, space) -> dict:
+    height, width = pixel_size(image, space)
     if height % KANDINSKY_GRID or width % KANDINSKY_GRID:
         raise InputError("image", f"Kandinsky 2.2 inpaints images whose sides are multiples of {KANDINSKY_GRID} "
                          f"pixels, got {width}x{height}", code="value.not_multiple",

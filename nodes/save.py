@@ -14,7 +14,9 @@ Each PNG embeds, as text chunks, and nothing else:
 - `nodegraph-identities`: per node upstream that read from outside the graph, the identity
   of what it read as the run computed it (a digest of file contents and weights, a hub id
   and commit): no path, no file's contents;
-- `nodegraph-versions`: the versions of Python, nodegraph, torch, diffusers and transformers.
+- `nodegraph-versions`: the versions of Python, nodegraph, torch, diffusers and transformers;
+- `workflow`, for a graph made in ComfyUI's editor: the editor's workflow (ComfyUI's convention),
+  so that the PNG dropped on the editor opens the graph as it was laid out.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import platform
 import re
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import networkx as nx
 
@@ -38,7 +40,6 @@ from nodegraph.graph import Graph, Link
 from nodegraph.node import Input
 from nodegraph.registry import node, registry
 
-from .lists import pick
 
 VERSIONED_PACKAGES = ("nodegraph", "torch", "diffusers", "transformers")
 # sampler input -> how the file name shows it, in file-name order
@@ -77,13 +78,10 @@ def save(image, prefix, record_paths, ctx):
     from .images import image_to_pils
 
     embedded = fileformat.loads(ctx.workflow)
+    label = ctx.item.label if ctx.item is not None else None
+    stem = file_stem(prefix, label, describe_source(embedded, ctx.node_id, ctx.input_value))
     if not record_paths:
         withhold_outside_paths(embedded)
-    graph = fileformat.loads(ctx.workflow)
-    label = ctx.item.label if ctx.item is not None else None
-    if label is not None:
-        _fill_in_item_names(graph, label)
-    stem = file_stem(prefix, label, describe_source(graph, ctx.node_id))
     metadata_chunks = png_text(embedded, _upstream_identities(embedded, ctx))
     folder = Path(ctx.options.output_dir)
     pictures = image_to_pils(image)
@@ -104,14 +102,14 @@ def save(image, prefix, record_paths, ctx):
 # ---- what made the image ---------------------------------------------------------------------
 
 
-def describe_source(graph: Graph, node_id: str) -> list[str]:
-    """File-name parts for the sampler(s) nearest upstream of `node_id`: the model, the
-    prompt, then the settings. Where several samplers are equally near (a grid), only
-    the parts they agree on are kept."""
+def describe_source(graph: Graph, node_id: str, value_of: Callable[[str, str], Any]) -> list[str]:
+    """File-name parts for the sampler(s) nearest upstream of `node_id`: the model, the prompt,
+    then the settings, as `value_of(node, input)` says the run had them. Where several samplers
+    are equally near (a grid), only the parts they agree on are kept."""
     samplers = nearest_samplers(graph, node_id)
     if not samplers:
         return []
-    descriptions = [_sampler_parts(graph, sampler) for sampler in samplers]
+    descriptions = [_sampler_parts(graph, sampler, value_of) for sampler in samplers]
     return [part for part in descriptions[0] if all(part in other for other in descriptions[1:])]
 
 
@@ -132,56 +130,21 @@ def _is_sampler(node_type: str) -> bool:
     return definition is not None and {"model", "prompt"} <= set(definition.inputs)
 
 
-def _sampler_parts(graph: Graph, sampler: str) -> list[str]:
+def _sampler_parts(graph: Graph, sampler: str, value_of: Callable[[str, str], Any]) -> list[str]:
     parts = []
     model_link = graph.inputs_of(sampler).get("model")
     if type(model_link) is Link and model_link.node in graph:
-        model = input_value(graph, model_link.node, "model")
+        model = value_of(model_link.node, "model")
         if isinstance(model, str):
             parts.append(model_slug(model))
-    prompt = input_value(graph, sampler, "prompt")
+    prompt = value_of(sampler, "prompt")
     if isinstance(prompt, str) and prompt:
         parts.append(slug(prompt, PROMPT_SLUG_LENGTH))
     for name, short in NAMED_SETTINGS.items():
-        value = input_value(graph, sampler, name)
+        value = value_of(sampler, name)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             parts.append(f"{short}{value}")
     return parts
-
-
-def input_value(graph: Graph, node_id: str, name: str) -> Any:
-    """An input's value as the node saw it: its literal, its default, or the string a
-    PickString linked to it picked; None if it cannot be known without running."""
-    definition = registry.get(graph.type_of(node_id))
-    value = definition.inputs_as_run(graph.inputs_of(node_id)).get(name) if definition else None
-    if type(value) is Link:
-        return _picked(graph, value.node) if value.node in graph else None
-    return value
-
-
-def _fill_in_item_names(graph: Graph, label: str) -> None:
-    """Replace links from ItemName nodes with the name they gave this item, so picks that vary per
-    item can be worked out from the graph."""
-    for node_id in list(graph):
-        for name, value in list(graph.inputs_of(node_id).items()):
-            if type(value) is Link and value.node in graph and graph.type_of(value.node) == "ItemName":
-                graph.set_input(node_id, name, label)
-
-
-def _picked(graph: Graph, node_id: str) -> str | None:
-    if graph.type_of(node_id) != "PickString":
-        return None
-    values = [input_value(graph, node_id, name) for name in ("options", "mode", "index", "seed")]
-    if None in values:
-        return None
-    vary_with = input_value(graph, node_id, "vary_with")
-    if vary_with is None and "vary_with" in graph.inputs_of(node_id):
-        return None  # linked to something only known while running
-    values.append(vary_with)
-    try:
-        return pick(*values)
-    except InputError:  # the PickString itself reports this when it runs
-        return None
 
 
 # ---- file names ----------------------------------------------------------------------------
@@ -225,13 +188,18 @@ def safe_name(prefix: str) -> str:
 
 
 def png_text(graph: Graph, identities: dict[str, str]) -> dict[str, str]:
-    """The text chunks every saved PNG carries (see the module docstring)."""
-    return {
+    """The text chunks every saved PNG carries (see the module docstring), and the editor's
+    workflow where the graph came from ComfyUI's editor."""
+    chunks = {
         fileformat.PNG_GRAPH_KEY: fileformat.dumps(graph),
         fileformat.PNG_COMFY_KEY: json.dumps(fileformat.to_comfy(graph), sort_keys=True),
         "nodegraph-identities": json.dumps(identities, sort_keys=True),
         "nodegraph-versions": json.dumps(library_versions(), sort_keys=True),
     }
+    workflow = graph.ui.get(fileformat.WORKFLOW_KEY) if isinstance(graph.ui, dict) else None
+    if isinstance(workflow, dict):
+        chunks[fileformat.WORKFLOW_KEY] = json.dumps(workflow)
+    return chunks
 
 
 def _upstream_identities(graph: Graph, ctx) -> dict[str, str]:

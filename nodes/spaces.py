@@ -6,12 +6,16 @@ where its latents live, and its tasks are the pipelines it can run.
 
 from __future__ import annotations
 
-from nodegraph.types import LatentSpace, Model
+from dataclasses import replace
+
+from nodegraph.registry import registry
+from nodegraph.types import LatentSpace, Latent, Model, Vae
 
 SD = LatentSpace("sd", channels=4, scaling_factor=0.18215)
 SDXL = LatentSpace("sdxl", channels=4, scaling_factor=0.13025)
 KANDINSKY22 = LatentSpace("kandinsky22", channels=4, scaling_factor=1.0)
-X4_UPSCALER = LatentSpace("x4-upscaler", channels=4, scaling_factor=0.08333)
+X4_UPSCALER = LatentSpace("x4-upscaler", channels=4, scaling_factor=0.08333, downscale=4)
+OWN_SPACE_KEY = "_nodegraph_latent_space"  # in a VAE's config.json: the name of a latent space of its own
 
 KANDINSKY_FAMILY = "kandinsky22"
 
@@ -31,6 +35,9 @@ FAMILIES: dict[str, Model] = {
     "x4-upscaler": Model("x4-upscaler", X4_UPSCALER, frozenset({UPSCALE})),
 }
 
+registry.declare_types(*FAMILIES.values(),
+                       *(kind(model.space) for model in FAMILIES.values() for kind in (Latent, Vae)))
+
 # family -> the tiny builtin that stands in for it under `--tiny`
 TINY_BUILTINS = {
     "sd": "tiny-sd",
@@ -42,3 +49,19 @@ TINY_BUILTINS = {
     "latent-upscaler": "tiny-latent-upscaler",
     "x4-upscaler": "tiny-x4-upscaler",
 }
+
+
+def space_of(family: str, vae_config: dict | None) -> LatentSpace:
+    """A model's latent space: its family's, unless its VAE's config names one of its own (the
+    demo model's "demo"), whose latents no other model may read."""
+    own = (vae_config or {}).get(OWN_SPACE_KEY)
+    if not isinstance(own, str):
+        return FAMILIES[family].space
+    return LatentSpace(own, channels=int(vae_config.get("latent_channels", 4)),
+                       scaling_factor=float(vae_config.get("scaling_factor", 1.0)),
+                       downscale=2 ** (len(vae_config.get("block_out_channels", (0,) * 4)) - 1))
+
+
+def model_type(family: str, space: LatentSpace) -> Model:
+    """What LoadModel outputs for a model of `family` whose latents live in `space`."""
+    return replace(FAMILIES[family], space=space)

@@ -16,16 +16,17 @@ hash covers this file and the library versions, so any change rebuilds.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import importlib.metadata
-import os
 import pathlib
 import shutil
 import tempfile
 
 from nodegraph.errors import InputError
+
+from .parts import quiet_progress_bars
+from .weights import cache_root
 
 # builtin -> the model family it stands in for (see nodes.spaces)
 BUILTIN_FAMILIES: dict[str, str] = {
@@ -63,11 +64,6 @@ def builtin_identity(name: str) -> str:
 # ---- cache ------------------------------------------------------------------------
 
 
-def cache_root() -> pathlib.Path:
-    """Where nodegraph keeps what it builds: $NODEGRAPH_CACHE, by default ~/.cache/nodegraph."""
-    return pathlib.Path(os.environ.get("NODEGRAPH_CACHE") or pathlib.Path.home() / ".cache" / "nodegraph")
-
-
 @functools.cache
 def _recipe_hash(name: str) -> str:
     # The recipe is this file's code; weight initialisation also depends on the libraries.
@@ -96,20 +92,6 @@ def _build_atomically(build, folder: pathlib.Path) -> None:
             # Another process finished first; its copy is identical, so keep it.
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def quiet_progress_bars():
-    """Silence transformers' progress bars (one per weight file read or written): nodegraph reports progress itself."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
 
 
 def _seed(role: str) -> None:

@@ -23,7 +23,6 @@ from typing import Any, Callable
 
 from nodegraph.errors import InputError
 
-from .tiny_models import cache_root
 
 # model_index.json names each component's module; only these may be imported (a node pack may add its own)
 COMPONENT_LIBRARIES = {"diffusers", "transformers"}
@@ -192,6 +191,11 @@ def combined_identity(identities: dict[str, str]) -> str:
 
 
 _hash_cache: dict[str, str] | None = None
+
+
+def cache_root() -> Path:
+    """Where nodegraph keeps what it builds and hashes: $NODEGRAPH_CACHE, by default ~/.cache/nodegraph."""
+    return Path(os.environ.get("NODEGRAPH_CACHE") or Path.home() / ".cache" / "nodegraph")
 
 
 def _hash_index_path() -> Path:

@@ -121,20 +121,20 @@ def test_events():
     g = chain_graph()
     g.set_input("b", "a", g.add("Steps", id="steps", value=g.inputs_of("b")["a"], steps=2).value)
     Executor(registry).run(g, on_event=events.append)
-    assert all({"event", "node"} <= set(e) for e in events)
-    kinds = [(e["event"], e["node"]) for e in events]
+    assert {e.run_id for e in events} == {events[0].run_id} and events[0].run_id
+    kinds = [(e.kind, e.node) for e in events]
     assert kinds[0] == ("run_start", None) and kinds[-1] == ("run_done", None)
     assert ("progress", "steps") in kinds
-    progress = [(e["value"], e["max"]) for e in events if e["event"] == "progress"]
+    progress = [(e.value, e.max) for e in events if e.kind == "progress"]
     assert progress == [(1, 2), (2, 2)]
-    done = [e for e in events if e["event"] == "node_done"]
-    assert [e["node"] for e in done] == ["c", "a", "steps", "b", "show"]
-    assert all(e["duration"] >= 0 for e in done)
+    done = [e for e in events if e.kind == "node_done"]
+    assert [e.node for e in done] == ["c", "a", "steps", "b", "show"]
+    assert all(e.duration >= 0 for e in done)
     second = []
     Executor_ = Executor(registry)
     Executor_.run(g)
     Executor_.run(g, on_event=second.append)
-    assert [(e["event"], e["node"]) for e in second] == [("run_start", None), ("node_cached", "show"), ("run_done", None)]
+    assert [(e.kind, e.node) for e in second] == [("run_start", None), ("node_cached", "show"), ("run_done", None)]
 
 
 def test_node_errors_name_node_and_input_and_keep_earlier_results():
@@ -147,8 +147,9 @@ def test_node_errors_name_node_and_input_and_keep_earlier_results():
     error = caught.value
     assert (error.node, error.input) == ("bad", "value")
     assert "expected an even number, got 3" in str(error) and "add one" in str(error)
-    assert {"event": "error", "node": "bad", "input": "value", "message": str(error), "hint": "add one"} in events
-    assert [e["node"] for e in events if e["event"] == "node_done"] == ["c", "a", "b"]  # b ran before bad failed
+    [failed] = [e for e in events if e.kind == "error"]
+    assert (failed.node, failed.input, failed.message, failed.hint) == ("bad", "value", str(error), "add one")
+    assert [e.node for e in events if e.kind == "node_done"] == ["c", "a", "b"]  # b ran before bad failed
     g.remove("bad_show")
     g.remove("bad")
     result = executor.run(g)
@@ -159,9 +160,9 @@ def test_cancel_from_a_node_done_event_stops_before_the_next_node():
     g, executor, started = chain_graph(), Executor(registry), []
 
     def on_event(event):
-        if event["event"] == "node_start":
-            started.append(event["node"])
-        if event["event"] == "node_done" and event["node"] == "a":
+        if event.kind == "node_start":
+            started.append(event.node)
+        if event.kind == "node_done" and event.node == "a":
             executor.cancel()
 
     with pytest.raises(Interrupted) as caught:
@@ -178,14 +179,14 @@ def test_cancel_interrupts_between_steps_and_keeps_results():
 
     def on_event(event):
         events.append(event)
-        if event["event"] == "progress" and event["value"] == 2:
+        if event.kind == "progress" and event.value == 2:
             executor.cancel()
 
     with pytest.raises(Interrupted) as caught:
         executor.run(g, on_event=on_event)
     assert caught.value.node == "steps"
-    assert events[-1] == {"event": "interrupted", "node": "steps"}
-    assert max(e["value"] for e in events if e["event"] == "progress") == 2
+    assert (events[-1].kind, events[-1].node) == ("interrupted", "steps")
+    assert max(e.value for e in events if e.kind == "progress") == 2
     result = executor.run(g)  # the cancel does not stick; finished nodes are cached
     assert result.executed == ["steps", "b", "show"]
 
@@ -219,9 +220,81 @@ def test_streams_run_per_item_and_isolate_failures():
     assert (failure.node, failure.item, failure.label) == ("numbers", 2, "n2")  # the item failed to load
     assert "invalid literal" in str(failure.error)
     assert executed_types().count("Const") == 1  # shared work runs once, not per item
-    assert any(e["event"] == "error" and e.get("item") == 2 for e in events)
+    assert any(e.kind == "error" and e.item == 2 for e in events)
     calls.clear()
     g.set_input("numbers", "values", "1,2,5,4")
     result = executor.run(g)
     assert [o["shown"] for o in result.outputs["show"]] == [11, 12, 15, 14]
     assert calls == [("load", ("5",)), ("Add", (5, 10)), ("Show", (15, ""))]  # cached items are never loaded
+
+
+# ---- runs by id, one at a time -----------------------------------------------------------------------
+
+
+def slow_graph(steps: int = 50) -> Graph:
+    g = chain_graph()
+    g.set_input("b", "a", g.add("Steps", id="steps", value=g.inputs_of("b")["a"], steps=steps).value)
+    return g
+
+
+def test_a_run_cancelled_before_it_starts_stops_before_its_first_node():
+    executor, events = Executor(registry), []
+    executor.cancel("later")
+    with pytest.raises(Interrupted):
+        executor.run(chain_graph(), run_id="later", on_event=events.append)
+    assert [e.kind for e in events] == ["run_start", "interrupted"] and events[0].run_id == "later"
+    assert executor.run(chain_graph(), run_id="after").executed  # the cancel was for that run only
+
+
+def test_cancelling_another_run_leaves_this_one_alone():
+    executor = Executor(registry)
+
+    def on_event(event):
+        if event.kind == "progress" and event.value == 1:
+            executor.cancel("someone-else")
+
+    result = executor.run(slow_graph(steps=3), run_id="mine", on_event=on_event)
+    assert "steps" in result.executed
+
+
+def test_a_second_run_on_a_busy_executor_is_refused_not_mixed_in():
+    import threading
+
+    from nodegraph.errors import UsageError
+
+    executor, started, release = Executor(registry), threading.Event(), threading.Event()
+
+    def on_event(event):
+        if event.kind == "progress" and event.value == 1:
+            started.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=lambda: executor.run(slow_graph(steps=2), run_id="first", on_event=on_event))
+    thread.start()
+    assert started.wait(30)
+    with pytest.raises(UsageError, match="running first"):
+        executor.run(chain_graph())
+    release.set()
+    thread.join(30)
+    assert executor.run(chain_graph()).cached  # free again
+
+
+def test_two_threads_validating_in_a_fresh_process_both_see_the_node_packs():
+    import subprocess
+    import sys
+
+    script = (
+        "import threading, nodegraph\n"
+        "from nodegraph.graph import Graph\n"
+        "results = []\n"
+        "def check():\n"
+        "    g = Graph(); g.add('LoadModel', model='builtin:tiny-sd')\n"
+        "    results.append([p.code for p in nodegraph.validate(g).problems])\n"
+        "threads = [threading.Thread(target=check) for _ in range(8)]\n"
+        "[t.start() for t in threads]; [t.join() for t in threads]\n"
+        "print(results)\n"
+    )
+    for _ in range(3):
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert "node.unknown_type" not in done.stdout and done.stdout.count("graph.no_outputs") == 8

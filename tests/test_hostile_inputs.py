@@ -685,7 +685,7 @@ def test_a_batch_with_one_file_deleted_writes_it_again(tmp_path):
     os.remove(first.outputs["save"][1]["files"][0])
     events = []
     executor.run(graph, options=options, on_event=events.append)
-    assert [(e["node"], e.get("label")) for e in events if e["event"] == "node_start"] == [("save", "b")]
+    assert [(e.node, e.label) for e in events if e.kind == "node_start"] == [("save", "b")]
     assert sorted(os.listdir(tmp_path / "out")) == ["b_a.png", "b_b.png"]
 
 

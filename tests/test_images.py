@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 from PIL import Image
 
 import nodes  # noqa: F401  (registers the built-in nodes)
-from nodegraph.context import NodeContext, RunOptions
+from nodegraph.context import NodeContext, RunOptions, RunState
 from nodegraph.errors import InputError, NodeExecutionError, ValidationError
 from nodegraph.executor import Executor
 from nodegraph.graph import Graph
@@ -29,7 +27,7 @@ def solid(color, width=8, height=8):
     return torch.tensor(color, dtype=torch.float32).div(255).view(1, 3, 1, 1).expand(1, 3, height, width).clone()
 
 
-CTX = NodeContext("test", RunOptions(), lambda event: None, threading.Event(), lambda: "")  # for calling nodes directly
+CTX = NodeContext("test", RunState())  # for calling nodes directly
 
 
 def fingerprint(node_type, **literals):

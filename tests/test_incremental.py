@@ -94,7 +94,7 @@ def test_removing_an_input_falls_back_to_its_default_and_reruns():
 
 
 def started(events: list[dict]) -> set[tuple[str, str | None]]:
-    return {(e["node"], e.get("label")) for e in events if e["event"] == "node_start"}
+    return {(e.node, e.label) for e in events if e.kind == "node_start"}
 
 
 def test_a_file_rewritten_under_its_name_reruns_its_item_only(tmp_path):

@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 import nodes  # noqa: F401  (registers the built-in nodes)
+from nodegraph import fileformat
 from nodegraph import types as T
 from nodegraph.errors import InputError
 from nodegraph.executor import Executor
@@ -248,11 +249,14 @@ def test_tiny_swaps_every_seed_model_for_the_builtin_of_its_family():
     g = Graph()
     for i, model in enumerate(SEED_MODELS):
         g.add("LoadModel", id=f"load{i}", model=model)
-    notes = builtin_registry.apply_rewrite("tiny", g)
+    written = fileformat.dumps(g)
+    tiny_graph, done = builtin_registry.apply_rewrite("tiny", g)
+    notes = [r.note for r in done]
     for i, (model, tiny) in enumerate(SEED_MODELS.items()):
-        assert g.inputs_of(f"load{i}")["model"] == f"builtin:{tiny}"
+        assert tiny_graph.inputs_of(f"load{i}")["model"] == f"builtin:{tiny}"
         assert f"load{i}: {model} -> builtin:{tiny}" in notes
-    assert problems(g) == []
+    assert problems(tiny_graph) == []
+    assert fileformat.dumps(g) == written  # the user's graph is not rewritten in place
 
 
 @pytest.mark.parametrize("model, tiny", [
@@ -263,7 +267,7 @@ def test_tiny_swaps_every_seed_model_for_the_builtin_of_its_family():
     ("someone/pixel-diffusion", "tiny-sd"),
 ])
 def test_tiny_guesses_the_family_of_unknown_hub_models_from_their_names(model, tiny):
-    assert models.tiny_stand_in(model) == f"builtin:{tiny}"
+    assert models.stand_in(model) == f"builtin:{tiny}"
 
 
 def test_tiny_rewrites_the_model_list_a_load_is_linked_to():
@@ -273,11 +277,12 @@ def test_tiny_rewrites_the_model_list_a_load_is_linked_to():
     pick = g.add("PickString", id="pick", options=models_list, mode="random", seed=1)
     g.add("PickString", id="prompt", options=prompts, mode="random", seed=1)
     g.add("LoadModel", id="load", model=pick.value)
-    notes = builtin_registry.apply_rewrite("tiny", g)
+    g, done = builtin_registry.apply_rewrite("tiny", g)
     assert g.inputs_of("pick")["options"] == "builtin:tiny-sd\nbuiltin:tiny-sd\n"
     assert g.inputs_of("prompt")["options"] == prompts
-    assert notes == ["pick.options: runwayml/stable-diffusion-v1-5 -> builtin:tiny-sd",
-                     "pick.options: ogkalu/Comic-Diffusion -> builtin:tiny-sd"]
+    assert [(r.pass_name, r.nodes, r.note) for r in done] == [
+        ("tiny", ("pick",), "pick.options: runwayml/stable-diffusion-v1-5 -> builtin:tiny-sd"),
+        ("tiny", ("pick",), "pick.options: ogkalu/Comic-Diffusion -> builtin:tiny-sd")]
 
 
 # ---- loading: sharing, options, release ------------------------------------------------------

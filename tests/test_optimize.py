@@ -214,8 +214,8 @@ def test_in_a_three_checkpoint_chain_no_two_unets_are_resident_at_once(checkpoin
     resident_at_start: dict[str, set[str]] = {}
 
     def record(event):
-        if event["event"] == "node_start":
-            resident_at_start[event["node"]] = unets_alive()
+        if event.kind == "node_start":
+            resident_at_start[event.node] = unets_alive()
 
     Executor().run(graph, on_event=record, options=RunOptions(device="cpu", output_dir=tmp_path))
     assert max(len(unets) for unets in resident_at_start.values()) <= 1
@@ -256,3 +256,34 @@ def test_explain_shows_the_shared_components_the_order_and_the_memory(checkpoint
     assert "decode_encode: i2i_comic.image gets i2i_base.latent" in text
     assert "[loads load_comic.model" in text and "then releases load_base.model" in text
     assert "model memory: peak" in text and "every model loaded at once" in text
+
+
+def one_model_graph(checkpoints: dict[str, str]) -> Graph:
+    g = Graph()
+    load = g.add("LoadModel", id="load", model=checkpoints["base"])
+    t2i = g.add("Text2Img", id="t2i", model=load.model, height=64, width=64, **sampler())
+    g.add("Save", id="save", image=g.add("Decode", id="dec", latent=t2i.latent, vae=load.vae).image)
+    return g
+
+
+def test_an_incremental_rerun_is_planned_and_releases_its_models_too(checkpoints, tmp_path):
+    g, executor = one_model_graph(checkpoints), Executor()
+    executor.run(g, options=RunOptions(device="cpu", output_dir=tmp_path))
+    g.set_input("t2i", "seed", 1)
+    again = executor.run(g, options=RunOptions(device="cpu", output_dir=tmp_path))
+    assert again.schedule is not None and again.model_loads >= 1 and unets_alive() == set()
+
+
+def test_an_executor_that_keeps_models_loads_each_once_across_runs(checkpoints, tmp_path, counted_loads):
+    g = one_model_graph(checkpoints)
+    executor, options = Executor(keep_models=True), RunOptions(device="cpu", output_dir=tmp_path)
+    first = executor.run(g, options=options)
+    g.set_input("t2i", "seed", 1)
+    second = executor.run(g, options=options)
+    assert first.model_loads >= 1 and second.model_loads == 0 and "t2i" in second.executed
+    assert any(key[0].startswith("UNet") for key in counted_loads) and unets_alive()  # still loaded
+    reads = len(counted_loads)
+    executor.release_models()
+    assert unets_alive() == set()
+    g.set_input("t2i", "seed", 2)
+    assert executor.run(g, options=options).model_loads >= 1 and len(counted_loads) > reads

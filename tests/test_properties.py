@@ -39,7 +39,7 @@ def dags(draw, max_nodes=20):
 @given(dags())
 def test_execution_order_respects_every_edge(graph):
     started = []
-    Executor(registry).run(graph, on_event=lambda e: e["event"] == "node_start" and started.append(e["node"]))
+    Executor(registry).run(graph, on_event=lambda e: e.kind == "node_start" and started.append(e.node))
     position = {node_id: i for i, node_id in enumerate(started)}
     for producer, consumer in graph.nx.edges:
         if consumer in position:

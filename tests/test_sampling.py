@@ -312,7 +312,7 @@ def test_each_step_reaches_the_events_and_kandinsky_reports_prior_and_decoder_as
     t2i = g.add("Text2Img", model=load(g, "kandinsky22").model, **sampler_options())
     events = []
     run(g, probed(g, t2i.latent), on_event=events.append)
-    progress = [(e["value"], e["max"]) for e in events if e["event"] == "progress" and e["node"] == t2i.id]
+    progress = [(e.value, e.max) for e in events if e.kind == "progress" and e.node == t2i.id]
     assert progress == [(step, 2 * STEPS) for step in range(1, 2 * STEPS + 1)]  # prior steps, then decoder steps
 
 
@@ -322,8 +322,8 @@ def test_cancelling_stops_between_steps():
     progress = []
 
     def cancel_at_first_step(event):
-        if event["event"] == "progress":
-            progress.append(event["value"])
+        if event.kind == "progress":
+            progress.append(event.value)
             executor.cancel()
 
     with pytest.raises(Interrupted):
@@ -483,7 +483,7 @@ def test_inpaint_resizes_image_and_mask_alike():
     from nodes.sampling import _resized
 
     image, mask = torch.rand(1, 3, 64, 64), torch.rand(1, 1, 64, 64)
-    resized_image, resized_mask = _resized(image, mask, 32, 48)
+    resized_image, resized_mask = _resized(image, mask, 32, 48, SD)
     assert resized_image.shape[-2:] == resized_mask.shape[-2:] == (32, 48)
 
 

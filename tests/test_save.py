@@ -13,9 +13,10 @@ from PIL import Image
 import nodes  # noqa: F401  (registers the built-in nodes)
 import nodegraph.atomic
 from nodegraph import fileformat
-from nodegraph.context import NodeContext, RunOptions
+from nodegraph.context import NodeContext, RunOptions, RunState
 from nodegraph.executor import Executor
 from nodegraph.graph import Graph, Link
+from nodegraph.registry import registry
 from nodes.save import describe_source, file_stem, model_slug, save, write_new_file
 
 
@@ -155,8 +156,7 @@ def test_saving_twice_keeps_both_files(tmp_path):
 def test_a_batch_is_saved_one_file_per_image(tmp_path):
     graph = Graph()
     graph.add("Save", id="save", image=graph.add("LoadImage", path="unused.png").image, prefix="many")
-    ctx = NodeContext("save", RunOptions(output_dir=tmp_path), lambda event: None, threading.Event(),
-                      lambda: fileformat.dumps(graph))
+    ctx = NodeContext("save", RunState(RunOptions(output_dir=tmp_path), workflow=lambda: fileformat.dumps(graph)))
     files = save(torch.rand(3, 3, 4, 4), "many", False, ctx)["files"]
     assert [Path(f).name for f in files] == ["many_0.png", "many_1.png", "many_2.png"]
     assert [Image.open(f).size for f in files] == [(4, 4)] * 3
@@ -207,4 +207,8 @@ def test_a_grid_of_a_sweep_names_only_what_its_images_share():
     graph.add("LoadImage", id="init", path="cat.png")
     grid = graph.add("ImageGrid", image1=images[0], image2=images[1])
     graph.add("Save", id="save", image=grid.image)
-    assert describe_source(graph, "save") == ["tiny_sd", "a_cat", "guide5.0", "steps2", "seed1"]
+
+    def literal(node_id, name):  # what the run would say: these inputs are all literals
+        return registry[graph.type_of(node_id)].inputs_as_run(graph.inputs_of(node_id)).get(name)
+
+    assert describe_source(graph, "save", literal) == ["tiny_sd", "a_cat", "guide5.0", "steps2", "seed1"]

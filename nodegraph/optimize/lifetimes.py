@@ -15,11 +15,11 @@ the schedule here is what `nodegraph explain` shows, from the sizes estimated be
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ..graph import Graph, Link
 from ..plan import Plan
-from ..resources import Component, available_memory
+from ..resources import Component, available_memory, unique_bytes
 
 
 @dataclass
@@ -140,8 +140,5 @@ def _simulate(order: list[str], uses: dict[str, list[str]], resources: dict[str,
 
 def _bytes(groups) -> int:
     """Bytes of several resources' components, each identity counted once."""
-    sizes = {c.identity: c.nbytes for components in groups for c in components.values()}
-    return sum(sizes.values())
+    return unique_bytes(c for components in groups for c in components.values())
 
-
-__all__ = ["Schedule", "Step", "replace", "resource_uses", "schedule"]
