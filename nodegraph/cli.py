@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from . import fileformat
-from .assignments import apply_assignment
+from .assignments import prepare
 from .context import DEVICES, MAX_IMAGE_PIXELS, RunOptions
 from .errors import GraphFileError, Interrupted, NodeExecutionError, UsageError, ValidationError
+from .events import Event, NodeDone, NodeFailed, NodeStart, Progress
 from .graph import Graph
 from .node import REQUIRED
 from .optimize import PASSES
@@ -107,6 +108,25 @@ def _parser() -> argparse.ArgumentParser:
     nodes = command("nodes", _nodes, "list the node types", graph=False)
     nodes.add_argument("--json", action="store_true", help="print the catalogue as JSON")
     command("schema", _schema, "print the JSON Schema of graph files", graph=False)
+    serve = command("serve", _serve, "serve the HTTP API (ComfyUI's and nodegraph's) and, with --editor, "
+                                     "ComfyUI's web editor", graph=False)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                                                           "only)")
+    serve.add_argument("--port", type=int, default=8188)
+    serve.add_argument("--editor", action="store_true", help="serve ComfyUI's editor at / (pip install "
+                                                            "'nodegraph[editor]')")
+    serve.add_argument("--input-dir", type=Path, default=Path("input"), help="uploads, and the images graphs may read")
+    serve.add_argument("--output-dir", type=Path, default=Path("outputs"), help="where Save writes")
+    serve.add_argument("--user-dir", type=Path, default=Path("user"), help="the editor's settings and workflows")
+    serve.add_argument("--models-dir", type=Path, action="append", default=[], metavar="DIR",
+                       help="a folder of models LoadModel offers, e.g. ComfyUI/models/checkpoints (repeatable)")
+    serve.add_argument("--device", choices=DEVICES, default="auto")
+    serve.add_argument("--token", help="require this token from every client (Authorization: Bearer TOKEN)")
+    serve.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                       help="a host name the server answers to besides localhost (repeatable)")
+    serve.add_argument("--max-upload-size", type=_size, default=64 << 20, metavar="SIZE", help="default: 64MB")
+    serve.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N")
+    serve.add_argument("--max-queue", type=int, default=256, metavar="N", help="runs that may wait (default: 256)")
     return parser
 
 
@@ -199,6 +219,19 @@ def _nodes(args) -> int:
     return OK
 
 
+def _serve(args) -> int:
+    try:
+        from .server import ServerConfig, serve
+    except ImportError as missing:
+        raise UsageError(f"the server needs {missing.name}: pip install 'nodegraph[server]'") from None
+    serve(ServerConfig(host=args.host, port=args.port, editor=args.editor, input_dir=args.input_dir,
+                       output_dir=args.output_dir, user_dir=args.user_dir, models_dirs=tuple(args.models_dir),
+                       device=args.device, token=args.token, allowed_hosts=tuple(args.allow_host),
+                       max_upload_bytes=args.max_upload_size, max_image_pixels=args.max_image_pixels,
+                       max_queue=args.max_queue))
+    return OK
+
+
 def _schema(args) -> int:
     _say(json.dumps(fileformat.json_schema(), indent=2), raw=True)
     return OK
@@ -209,13 +242,10 @@ def _schema(args) -> int:
 
 def _load(args) -> Graph:
     """The graph file with its --set assignments, then the rewrites asked for (--tiny)."""
-    graph = fileformat.load(args.file)
-    for assignment in args.set:
-        apply_assignment(graph, assignment)
-    for name in registry.rewrites:
-        if getattr(args, name.replace("-", "_"), False):
-            for note in registry.apply_rewrite(name, graph):
-                _say(f"{name}: {note}", err=True)
+    wanted = [name for name in registry.rewrites if getattr(args, name.replace("-", "_"), False)]
+    graph, done = prepare(fileformat.load(args.file), args.set, wanted)
+    for rewrite in done:
+        _say(str(rewrite), err=True)
     return graph
 
 
@@ -281,28 +311,27 @@ class _Progress:
         self._bar: Any = None
         self._node: str | None = None
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind, node_id = event["event"], event["node"]
-        item = f"[{event['label']}] " if "label" in event else ""
-        if kind == "node_start":
+    def __call__(self, event: Event) -> None:
+        item = f"[{event.label}] " if event.label is not None else ""
+        if isinstance(event, NodeStart):
             self.close()
-            _say(f"{item}{node_id} ({event['type']})", err=True)
-        elif kind == "progress":
-            if self._bar is None or self._node != node_id:
+            _say(f"{item}{event.node} ({event.type})", err=True)
+        elif isinstance(event, Progress):
+            if self._bar is None or self._node != event.node:
                 from tqdm import tqdm
 
                 self.close()
                 # disable=None: bars only on a terminal, not in logs
-                self._bar = tqdm(total=event["max"], desc=printable(f"{item}{node_id}"), leave=False, file=sys.stderr,
-                                 disable=None)
-                self._node = node_id
-            self._bar.total = event["max"]
-            self._bar.n = event["value"]
+                self._bar = tqdm(total=event.max, desc=printable(f"{item}{event.node}"), leave=False,
+                                 file=sys.stderr, disable=None)
+                self._node = event.node
+            self._bar.total = event.max
+            self._bar.n = event.value
             self._bar.refresh()
-        elif kind == "error" and "item" in event:
+        elif isinstance(event, NodeFailed) and event.item is not None:
             self.close()
-            _say(f"{item}error: {event['message']}", err=True)
-        elif kind == "node_done":
+            _say(f"{item}error: {event.message}", err=True)
+        elif isinstance(event, NodeDone):
             self.close()
 
     def close(self) -> None:
