@@ -261,7 +261,7 @@ def _print_summary(result) -> None:
     from .explain import summary
 
     _say(f"done in {result.duration:.2f} s: {len(result.executed)} node run(s), {len(result.cached)} cached", err=True)
-    optimised = summary(result.rewrites, result.schedule, result.peak_model_bytes)
+    optimised = summary(result.rewrites, result.schedule)
     if optimised:
         _say(optimised, err=True)
     for node_id, seeds in result.seeds.items():

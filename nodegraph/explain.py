@@ -75,8 +75,9 @@ def _memory_lines(schedule: Schedule) -> list[str]:
     return out
 
 
-def summary(rewrites: list[Rewrite], schedule: Schedule | None, peak_bytes: int) -> str | None:
-    """One line on what the optimiser did, e.g. "optimised: 1 decode→encode removed, ..."."""
+def summary(rewrites: list[Rewrite], schedule: Schedule | None) -> str | None:
+    """One line on what the optimiser did, e.g. "optimised: 1 decode→encode removed, ...".
+    Both sides of "peak models" are the plan's estimates, so they compare like with like."""
     counts: dict[str, int] = {}
     for rewrite in rewrites:
         counts[rewrite.pass_name] = counts.get(rewrite.pass_name, 0) + 1
@@ -84,8 +85,8 @@ def summary(rewrites: list[Rewrite], schedule: Schedule | None, peak_bytes: int)
         ("decode_encode", "decode→encode removed"), ("merge", "duplicate node(s) merged"),
         ("share_models", "model(s) or component(s) shared"), ("dead_nodes", "unneeded node group(s) dropped"))
         if name in counts]
-    if schedule and schedule.resources:
-        parts.append(f"peak models {_size(schedule.all_loaded_bytes)} → {_size(peak_bytes or schedule.peak_bytes)}")
+    if schedule and schedule.peak_bytes < schedule.all_loaded_bytes:
+        parts.append(f"peak models {_size(schedule.all_loaded_bytes)} → {_size(schedule.peak_bytes)}")
     return "optimised: " + ", ".join(parts) if parts else None
 
 
