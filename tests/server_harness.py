@@ -145,7 +145,7 @@ def serve_process(folder: Path, *options: str) -> tuple[subprocess.Popen, str]:
                                 "--user-dir", str(folder / "user")],
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # it imports torch and diffusers before it listens
     while True:
         try:
             urllib.request.urlopen(url + "/api/users", timeout=5).read()

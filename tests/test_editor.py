@@ -70,8 +70,8 @@ def check_editor(page, url: str, folder: Path) -> None:
     page.wait_for_function("() => window.nodegraph && window.app?.graph?.nodes?.length === 4", timeout=120_000)
     page.evaluate("() => window.nodegraph.typed()")
     nodes = page.evaluate("() => app.graph.nodes.map(n => [n.id, n.type, n.outputs.map(o => o.type)])")
-    assert sorted(nodes) == [["decode", "Decode", ["IMAGE"]], ["load", "LoadModel", ["MODEL[sd]", "VAE[sd]"]],
-                             ["save", "Save", []], ["text2img", "Text2Img", ["LATENT[sd]"]]]
+    assert sorted(nodes) == [["decode", "Decode", ["IMAGE"]], ["load", "LoadModel", ["MODEL[sd]", "VAE[demo]"]],
+                             ["save", "Save", []], ["text2img", "Text2Img", ["LATENT[demo]"]]]
 
     # The node search finds our nodes, under nodegraph's categories.
     page.mouse.dblclick(700, 650)

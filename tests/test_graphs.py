@@ -110,6 +110,7 @@ EXPECTED_SIZES = {
         "strength_grid_save": {(192, 64)}, "guidance_grid_save": {(192, 64)}, "negative_grid_save": {(128, 64)}},
     "img2upscale": {"save": {(512, 512)}, "save_grid": {(128, 64)}},  # 64 -> latent x2 -> x4
     "inpaint2img2img": {"save": {(64, 64)}, "save_grid": {(192, 64)}},
+    "quickstart": {"save": {(64, 64)}},
     "text2img2img": {"save": {(64, 64)}, "save_grid": {(128, 64)}},
     "text2img2inpaint": {"save": {(64, 64)}, "save_grid": {(128, 64)}},
 }

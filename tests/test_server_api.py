@@ -257,7 +257,7 @@ def test_native_catalogue_validate_and_types(server):
     types = server.json("POST", "/api/nodegraph/types", prompt)
     assert types["t2i"]["outputs"] == ["LATENT[sd]"] and types["load"]["outputs"] == ["MODEL[sd]", "VAE[sd]"]
     assert types["decode"]["inputs"] == {"latent": "LATENT[sdxl]", "vae": "VAE,VAE[sd],VAE[sdxl],VAE[kandinsky22],"
-                                                                         "VAE[x4-upscaler]"}
+                                                                         "VAE[x4-upscaler],VAE[demo]"}
     assert "prompt" not in types["t2i"]["inputs"]  # widgets keep their type
     assert server.json("POST", "/nodegraph/types", {"x": {"class_type": 3}}) == {}
 

@@ -118,7 +118,7 @@ def img2img_layout(pipe, samples: list[data.Sample]) -> tuple[dict, list[np.ndar
 
 def img2img_recolour(pipe, samples: list[data.Sample]) -> tuple[dict, list[np.ndarray]]:
     colours = [new_colour(s, i) for i, s in enumerate(samples)]
-    prompts = [_recaptioned(s, c) for s, c in zip(samples, colours)]
+    prompts = [recaptioned(s, c) for s, c in zip(samples, colours)]
     images = _run(pipe, prompts, image=_pil([s.image for s in samples]), strength=0.8)
     changed = [probe.read(image).colour == colour for image, colour in zip(images, colours)]
     return {"recolour_accuracy": _round(np.mean(changed)), "pictures": len(samples)}, images
@@ -127,7 +127,7 @@ def img2img_recolour(pipe, samples: list[data.Sample]) -> tuple[dict, list[np.nd
 def inpaint_recolour(pipe, samples: list[data.Sample]) -> tuple[dict, list[np.ndarray]]:
     """Repaint a shape's region in a new colour: does the colour appear inside, and what changes outside?"""
     colours = [new_colour(s, i) for i, s in enumerate(samples)]
-    prompts = [_recaptioned(s, c) for s, c in zip(samples, colours)]
+    prompts = [recaptioned(s, c) for s, c in zip(samples, colours)]
     regions = [ndimage.binary_dilation(s.masks[0] > 0, iterations=INPAINT_MARGIN) for s in samples]
     masks = _pil([(region * 255).astype(np.uint8) for region in regions])
     images = _run(pipe, prompts, image=_pil([s.image for s in samples]), mask_image=masks)
@@ -197,7 +197,7 @@ def _run(pipe, prompts: list[str], **inputs) -> list[np.ndarray]:
     return list(np.clip(np.rint(out * 255), 0, 255).astype(np.uint8))
 
 
-def _recaptioned(sample: data.Sample, colour: str) -> str:
+def recaptioned(sample: data.Sample, colour: str) -> str:
     """The single-shape sample's caption with its shape in `colour`."""
     return data.caption((dataclasses.replace(sample.shapes[0], colour=colour),), sample.background)
 

@@ -27,8 +27,8 @@ SEED = 0
 DEFAULT_MINUTES = 57  # training; measuring and writing take the rest of an hour
 VAE_SHARE = 0.4  # of the minutes; the UNet gets the rest
 # Training throughput on this machine's 2 CPU cores (OMP_NUM_THREADS=2, nothing else running).
-CPU_VAE_SAMPLES_PER_S = 80
-CPU_UNET_SAMPLES_PER_S = 140
+CPU_VAE_SAMPLES_PER_S = 40
+CPU_UNET_SAMPLES_PER_S = 70
 
 DEFAULT_OUT = pathlib.Path(__file__).parent / "demo-sd"
 
