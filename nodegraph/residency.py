@@ -7,7 +7,8 @@ that a later batch still needs (the next stream item's model) is kept; one that 
 more is released. When memory is short, the one used furthest in the future goes first.
 
 Resources are also shared by value: two nodes that make a resource from the same inputs (the same
-model picked for two images of a batch) get the same one, so it loads once.
+model picked for two images of a batch) get the same one, so it loads once; with models kept
+warm between runs, two runs too.
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ class Residency:
         self._batch: list[str] = []
         self._position = 0
         self._needed_later: Callable[[Any], bool] = lambda resource: False
-        self._by_value: dict[bytes, Any] = {}  # value key of a resource node's inputs -> its outputs
-        self._value_key_of: dict[int, bytes] = {}  # id(resource) -> the value key it was made with
+        self._by_value = self.memory.made  # value key of a resource node's inputs -> its outputs
+        self._value_key_of = self.memory.made_with  # id(resource) -> the value key it was made with
 
     @contextmanager
     def batch(self, order: list[str], needed_later: Callable[[Any], bool]) -> Iterator[None]:
