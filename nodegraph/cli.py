@@ -233,6 +233,8 @@ def _run_on_ray(args, graph: Graph, options: RunOptions) -> int:
         return INTERRUPTED
     if result.resumed:
         _say(f"resumed: {result.resumed} item(s) were done before", err=True)
+    if result.retried:
+        _say(f"{result.retried} item(s) ran again after their worker died", err=True)
     _print_summary(result)
     return FAILED if result.failures else OK
 

@@ -50,7 +50,6 @@ class ClusterResult(RunResult):
 
     resumed: int = 0  # items a previous run had finished (their outputs are as the journal recorded them)
     retried: int = 0  # runs of items that went again because their worker died
-    workers: int = 0
 
 
 def drive(workers: list, graph: Graph, outputs: list[str] | None, options: RunOptions, *, resume: bool,
@@ -110,7 +109,7 @@ class _Driver:
         self.targets_of = {s: [t for t in targets if stream_of.get(t) == s] for s in {i.stream for i in items}}
         self.keys = {(i.stream, i.index): item_key(digest, f"{i.stream}:{i.item.key}") for i in items}
         self.shared_key = item_key(digest, "")
-        self.result = ClusterResult(outputs={}, workers=len(workers))
+        self.result = ClusterResult(outputs={})
         for stream, stream_targets in self.targets_of.items():
             count = sum(1 for i in items if i.stream == stream)
             self.result.outputs.update({t: [None] * count for t in stream_targets})
