@@ -8,7 +8,13 @@ import itertools
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
+
+
+def counted_names(folder: Path, stem: str, suffix: str) -> Iterator[Path]:
+    """`folder/stem.suffix`, then `stem-1.suffix`, `stem-2.suffix`, ...: the names a new file tries."""
+    for n in itertools.count():
+        yield folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}")
 
 
 def write_file(data: bytes, names: Iterable[Path], *, overwrite: bool = False) -> Path:
@@ -31,13 +37,29 @@ def write_file(data: bytes, names: Iterable[Path], *, overwrite: bool = False) -
         if overwrite:
             os.replace(temporary, first)
             return first
-        for path in itertools.chain([first], names):
-            if _publish(temporary, path):
-                return path
-        raise FileExistsError(f"{first} already exists")
+        return _publish_first_free(temporary, itertools.chain([first], names))
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def move_file(source: Path, names: Iterable[Path]) -> Path:
+    """Give the complete file `source` the first of `names` that is free, on the same file system,
+    and return that name; as write_file, never over an existing file. `source` is gone after."""
+    try:
+        return _publish_first_free(str(source), names)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(source)
+
+
+def _publish_first_free(temporary: str, names: Iterable[Path]) -> Path:
+    tried = None
+    for path in names:
+        tried = tried or path
+        if _publish(temporary, path):
+            return path
+    raise FileExistsError(f"{tried} already exists")
 
 
 def _publish(temporary: str, path: Path) -> bool:

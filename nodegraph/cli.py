@@ -99,6 +99,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--max-image-pixels", type=int, default=MAX_IMAGE_PIXELS, metavar="N",
                      help=f"refuse to decode larger images (default: {MAX_IMAGE_PIXELS}, 8192x8192)")
     optimiser_options(run)
+    on_ray = run.add_argument_group("on a Ray cluster (pip install 'nodegraph[ray]')")
+    on_ray.add_argument("--ray", nargs="?", const="", metavar="ADDRESS",
+                        help="share the stream's items out among workers on a Ray cluster: 'auto' (the one `ray start` "
+                             "made), an address, or none to start one on this machine")
+    on_ray.add_argument("--workers", type=int, metavar="N", help="Ray workers (default: as many as the cluster has "
+                                                                 "room for)")
+    on_ray.add_argument("--gpus-per-worker", type=float, metavar="G",
+                        help="GPUs each worker takes (default: 1 where the cluster has GPUs, else 0: on CPU)")
+    on_ray.add_argument("--resume", action="store_true",
+                        help="do only the items the output folder's run journal does not have (after a crash)")
     validate = command("validate", _validate, "check a graph without running it")
     validate.add_argument("--json", action="store_true", help="print the problems as a JSON array")
     explain = command("explain", _explain, "show the plan: what the optimiser rewrites, the order, and when each "
@@ -173,9 +183,14 @@ def _run(args) -> int:
     from .executor import Executor
 
     graph = _load(args)
+    options = _options(args, device=args.device, output_dir=args.out, max_image_pixels=args.max_image_pixels)
+    if args.ray is not None:
+        return _run_on_ray(args, graph, options)
+    for flag in ("workers", "gpus_per_worker", "resume"):
+        if getattr(args, flag) not in (None, False):
+            raise UsageError(f"--{flag.replace('_', '-')} is for runs on Ray: add --ray")
     executor = Executor()
     progress = _Progress()
-    options = _options(args, device=args.device, output_dir=args.out, max_image_pixels=args.max_image_pixels)
     previous = signal.signal(signal.SIGINT, lambda *_: executor.cancel())
     try:
         result = executor.run(graph, args.output, on_event=progress, options=options)
@@ -195,6 +210,31 @@ def _run(args) -> int:
     finally:
         signal.signal(signal.SIGINT, previous)
     progress.close()
+    _print_summary(result)
+    return FAILED if result.failures else OK
+
+
+def _run_on_ray(args, graph: Graph, options: RunOptions) -> int:
+    try:
+        from . import ray as on_ray
+    except ImportError as missing:
+        raise UsageError(f"--ray needs {missing.name}: pip install 'nodegraph[ray]'") from None
+    try:
+        result = on_ray.run(graph, args.output, address=args.ray or None, workers=args.workers,
+                            gpus_per_worker=args.gpus_per_worker, options=options, resume=args.resume, progress=True)
+    except NodeExecutionError as error:
+        if args.traceback:
+            _say(error.traceback, err=True, raw=True)
+        _say(f"error: {error}", err=True)
+        return FAILED
+    except KeyboardInterrupt:
+        _say(f"interrupted: the items finished so far are saved in {args.out}; run again with --resume to do the rest",
+             err=True)
+        return INTERRUPTED
+    if result.resumed:
+        _say(f"resumed: {result.resumed} item(s) were done before", err=True)
+    if result.retried:
+        _say(f"{result.retried} item(s) ran again after their worker died", err=True)
     _print_summary(result)
     return FAILED if result.failures else OK
 

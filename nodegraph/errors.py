@@ -1,4 +1,8 @@
-"""Errors are data: every problem names its node and input, a stable code, and a hint."""
+"""Errors are data: every problem names its node and input, a stable code, and a hint.
+
+A node's failure pickles as that data (its cause as the cause's text), so it crosses a process
+boundary, such as from a Ray worker to the driver, whatever the cause was.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ class GraphFileError(NodegraphError):
         self.problems = problems
         super().__init__("\n".join(map(str, problems)))
 
+    def __reduce__(self):
+        return GraphFileError, (self.problems,)
+
 
 class ValidationError(NodegraphError):
     """A graph failed validation; `problems` lists every error found."""
@@ -50,6 +57,9 @@ class ValidationError(NodegraphError):
         self.problems = problems
         super().__init__(f"{len(problems)} problem(s) in the graph:\n" + "\n".join(map(str, problems)))
 
+    def __reduce__(self):
+        return ValidationError, (self.problems,)
+
 
 class InputError(NodegraphError):
     """Raised by a node (while checking or running) about one of its inputs."""
@@ -57,6 +67,13 @@ class InputError(NodegraphError):
     def __init__(self, input: str | None, message: str, *, code: str = "input.invalid", hint: str | None = None):
         self.input, self.code, self.hint = input, code, hint
         super().__init__(message)
+
+    def __reduce__(self):
+        return _input_error, (self.input, str(self), self.code, self.hint)
+
+
+def _input_error(input: str | None, message: str, code: str, hint: str | None) -> InputError:
+    return InputError(input, message, code=code, hint=hint)
 
 
 class NodeExecutionError(NodegraphError):
@@ -69,6 +86,10 @@ class NodeExecutionError(NodegraphError):
         where = f"{node}.{self.input}" if self.input else node
         message = f"{where} ({node_type}) failed: {cause}"
         super().__init__(f"{message} (hint: {self.hint})" if self.hint else message)
+
+    def __reduce__(self):
+        cause = InputError(self.input, str(self.cause), code=getattr(self.cause, "code", "node.failed"), hint=self.hint)
+        return NodeExecutionError, (self.node, self.node_type, cause, self.traceback)
 
 
 class Interrupted(NodegraphError):

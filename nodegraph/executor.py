@@ -9,6 +9,9 @@ result. Nodes with equal keys run once. A value is dropped from the working set
 after its last consumer ran (the byte-bounded result cache may keep it for later
 runs). Nodes after a stream output run once per item, one item at a time, and a
 failing item is reported without stopping the others.
+
+A stream's items can be shared out: `survey` lists them (with the models each uses) without
+running them, and `run(items=...)` runs only those given, here or in another process.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import time
 import traceback
 import uuid
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -34,7 +38,7 @@ from .graph import Graph, Link
 from .node import StreamItem
 from .optimize import Optimized, Rewrite, check_pass_names, optimize
 from .optimize.lifetimes import Schedule
-from .plan import Plan, item_key, node_key, replan, resolve_random_seeds
+from .plan import Plan, item_key, node_key, replan, resolve_random_seeds, with_seeds
 from .registry import Registry
 from .registry import registry as default_registry
 from .residency import Residency
@@ -54,10 +58,23 @@ class ItemFailure:
     error: NodeExecutionError
 
 
+@dataclass(frozen=True)
+class ItemPlan:
+    """One item of a stream, as `Executor.survey` finds it, to hand to `Executor.run(items=...)`."""
+
+    stream: str  # the node whose stream output gives it
+    index: int  # its position in that stream
+    item: StreamItem
+    # The value keys of the models the item makes (a model picked per item): items with equal sets
+    # use the same models. Empty where no model is picked per item (or the optimiser is off).
+    models: frozenset[bytes]
+
+
 @dataclass
 class RunResult:
-    # node id -> its outputs ({name: value}, or what an output node returned);
-    # a list with one entry per item (None where it failed) for nodes run per stream item
+    # node id -> its outputs ({name: value}, or what an output node returned); for nodes run per
+    # stream item a list with one entry per item run (None where it failed), in stream order (or
+    # in the order `run(items=...)` was handed them)
     outputs: dict[str, Any]
     executed: list[str] = field(default_factory=list)
     cached: list[str] = field(default_factory=list)
@@ -111,11 +128,11 @@ class Executor:
         finally:
             self._running.release()
 
-    def plan(self, graph: Graph, options: RunOptions | None = None) -> Plan:
-        """Validate and key the graph, re-using the previous plan where edits did not reach."""
+    def plan(self, graph: Graph, options: RunOptions | None = None, recheck_files: bool = True) -> Plan:
+        """Validate and key the graph, re-using the previous plan where edits did not reach (see replan)."""
         remembered = self._plans.get(id(graph))
         previous = remembered[1] if remembered and remembered[0]() is graph else None
-        current = replan(previous, graph, self.registry, options)
+        current = replan(previous, graph, self.registry, options, recheck_files)
         self._plans = {k: v for k, v in self._plans.items() if v[0]() is not None}
         self._plans[id(graph)] = (weakref.ref(graph), current)
         return current
@@ -128,10 +145,35 @@ class Executor:
         on_event: EventCallback | None = None,
         options: RunOptions | None = None,
         run_id: str | None = None,
+        items: Sequence[ItemPlan] | None = None,
+        recheck_files: bool = True,
     ) -> RunResult:
         """Run the graph (or only the nodes needed by `outputs`, a list of node ids) as run `run_id`
         (default: a new one); raises ValidationError, NodeExecutionError or Interrupted. One
-        executor runs one graph at a time: a second run while one is going is refused (UsageError)."""
+        executor runs one graph at a time: a second run while one is going is refused (UsageError).
+
+        `items` (from `survey` of the same graph, seeds included): run the streams' nodes for these
+        items only, in place of every item the stream nodes give; the stream nodes do not run.
+        `recheck_files`: look at the files the graph reads (folders, weights) for changes since its
+        last run here; off, they are taken as they were then: for one run handed in item by item,
+        where listing a large folder again for each item would cost more than the item."""
+        with self._one_run(run_id) as (this_run, cancelled):
+            run, targets = self._start(graph, outputs, on_event, options, this_run, cancelled, draw_seeds=True,
+                                       recheck_files=recheck_files)
+            return run.execute(targets, items)
+
+    def survey(self, graph: Graph, outputs: list[str] | None = None, *,
+               options: RunOptions | None = None) -> list[ItemPlan]:
+        """The items of the graph's streams, each with the models it will use, found without running
+        them: only the stream nodes run, and what picks each item's models. The graph's seeds must be
+        numbers (see nodegraph.plan.with_seeds), since they may decide what each item picks."""
+        with self._one_run(None) as (this_run, cancelled):
+            run, targets = self._start(graph, outputs, None, options, this_run, cancelled, draw_seeds=False)
+            return run.survey(targets)
+
+    @contextlib.contextmanager
+    def _one_run(self, run_id: str | None) -> Iterator[tuple[str, threading.Event]]:
+        """The run's id and cancel flag, while it holds this executor."""
         if not self._running.acquire(blocking=False):
             raise UsageError(f"this Executor is running {self._current[0] if self._current else 'a run'}; wait "
                              "for it to finish, or give each thread an Executor of its own")
@@ -143,13 +185,15 @@ class Executor:
                 self._cancel_before_start.discard(run_id)
                 cancelled.set()
         try:
-            return self._run(graph, outputs, on_event, options, run_id, cancelled)
+            yield run_id, cancelled
         finally:
             with self._state:
                 self._current = None
             self._running.release()
 
-    def _run(self, graph, outputs, on_event, options, run_id: str, cancelled: threading.Event) -> RunResult:
+    def _start(self, graph, outputs, on_event, options, run_id: str, cancelled: threading.Event,
+               draw_seeds: bool, recheck_files: bool = True) -> tuple[_Run, list[str]]:
+        """The run, planned and optimised, and its targets."""
         if not isinstance(graph, Graph):
             raise UsageError(f"run() takes a nodegraph.Graph, got {type(graph).__name__}; "
                              "load one with nodegraph.load(path)")
@@ -158,16 +202,19 @@ class Executor:
         options = options if options is not None else RunOptions()
         if not isinstance(options, RunOptions):
             raise UsageError(f"options is a nodegraph.RunOptions, e.g. RunOptions(device=\"cpu\"), got {options!r}")
-        current = self.plan(graph, options)
-        resolve_random_seeds(graph, current)
+        current = self.plan(graph, options, recheck_files)
+        if draw_seeds:
+            resolve_random_seeds(graph, current)
+        elif current.seeds:
+            raise UsageError(f"the random seeds of {', '.join(current.seeds)} may decide what each item picks: "
+                             "draw them first, and survey the graph with them as numbers (nodegraph.plan.with_seeds)")
         problems = target_problems(current.typed, outputs)
         if problems:
             raise ValidationError(problems)
         targets = list(outputs) if outputs is not None else current.outputs
         _check_output_dir(graph, current, targets)
         optimized = self.optimize(graph, current, targets, options)
-        run = _Run(self, graph, optimized, on_event or self.on_event, options, run_id, cancelled)
-        return run.execute(targets)
+        return _Run(self, graph, optimized, on_event or self.on_event, options, run_id, cancelled), targets
 
     def optimize(self, graph: Graph, current: Plan, targets: list[str], options: RunOptions) -> Optimized:
         """The graph as it will run. Where no models are involved the passes would change nothing
@@ -200,7 +247,8 @@ class _Run:
 
     # ---- the run as a whole ------------------------------------------------------------
 
-    def execute(self, user_targets: list[str]) -> RunResult:
+    def execute(self, user_targets: list[str], items: Sequence[ItemPlan] | None = None) -> RunResult:
+        """Run the targets; with `items`, the streams' nodes only for those (see Executor.run)."""
         started = time.perf_counter()
         self._send(RunStart, None, targets=user_targets)
         targets = list(dict.fromkeys(self.aliases.get(t, t) for t in user_targets))
@@ -210,6 +258,8 @@ class _Run:
             per_item = [t for t in targets if t in self.plan.stream_of]
             # Nodes outside streams first: everything a streamed node reads is then ready.
             needs = self._inputs_of_streams(per_item)
+            if items is not None:  # the items are given: their stream nodes do not run
+                needs = [n for n in needs if n not in set(self.plan.stream_of.values())]
             read_later = {v.node for n in self.plan.stream_of for v in self.graph.inputs_of(n).values()
                           if type(v) is Link and v.node not in self.plan.stream_of}
             values = self._run_nodes(shared + needs, self.plan.keys.__getitem__, keep=set(shared + needs),
@@ -217,7 +267,9 @@ class _Run:
             for target in shared:
                 self.result.outputs[target] = values[self.plan.keys[target]]
             for stream_node in dict.fromkeys(self.plan.stream_of[t] for t in per_item):
-                self._run_stream(stream_node, [t for t in per_item if self.plan.stream_of[t] == stream_node], values)
+                chosen = None if items is None else [(p.index, p.item) for p in items if p.stream == stream_node]
+                self._run_stream(stream_node, [t for t in per_item if self.plan.stream_of[t] == stream_node], values,
+                                 chosen)
         except Interrupted as stop:
             self._send(RunInterrupted, stop.node)
             stop.result = self._finish(started, user_targets)
@@ -230,6 +282,20 @@ class _Run:
         self._send(RunDone, None, duration=self.result.duration, executed=len(self.result.executed),
                    cached=len(self.result.cached), failed=len(self.result.failures))
         return self.result
+
+    def survey(self, user_targets: list[str]) -> list[ItemPlan]:
+        """The items of the streams the targets are in, with their models (see Executor.survey)."""
+        targets = [self.aliases.get(t, t) for t in user_targets]
+        found = []
+        for stream_node in dict.fromkeys(self.plan.stream_of[t] for t in targets if t in self.plan.stream_of):
+            values = self._run_nodes([stream_node], self.plan.keys.__getitem__, keep={stream_node})
+            stream_outputs, stream_names, items = self._stream_items(stream_node, values)
+            region = self._region(stream_node)
+            contexts = [self._item_context(stream_node, stream_outputs, stream_names, index, item, region, values)
+                        for index, item in items]
+            found += [ItemPlan(stream_node, index, item, models)
+                      for (index, item), models in zip(items, self._uses(contexts, region))]
+        return found
 
     def _finish(self, started: float, user_targets: list[str]) -> RunResult:
         """Release every model, report outputs under the user's node ids, and time the run."""
@@ -320,32 +386,51 @@ class _Run:
     def _read_keys(self, node_id: str, key_of) -> set[bytes]:
         return {key_of(producer) for producer in self.graph.nx.predecessors(node_id)}
 
-    def _run_stream(self, stream_node: str, targets: list[str], values: dict[bytes, Any]) -> None:
-        """Run the per-item part of the graph once per item of `stream_node`'s stream outputs;
-        items that use the same models run one after another, so each model loads once."""
-        plan = self.plan
-        stream_outputs = values[plan.keys[stream_node]]
-        stream_names = [n for n, o in plan.definitions[stream_node].outputs.items() if o.stream]
-        items: list[StreamItem] = list(stream_outputs[stream_names[0]])
+    def _run_stream(self, stream_node: str, targets: list[str], values: dict[bytes, Any],
+                    chosen: list[tuple[int, StreamItem]] | None) -> None:
+        """Run the per-item part of the graph once per item of `stream_node`'s stream outputs (or
+        per `chosen` (index, item)); items that use the same models run one after another, so each
+        model loads once."""
+        if chosen is None:
+            stream_outputs, stream_names, items = self._stream_items(stream_node, values)
+        else:
+            stream_outputs, stream_names, items = {}, self._stream_names(stream_node), chosen
         for target in targets:
             self.result.outputs[target] = [None] * len(items)
-        region = sorted((n for n, s in plan.stream_of.items() if s == stream_node), key=plan.index.__getitem__)
+        region = self._region(stream_node)
         contexts = [self._item_context(stream_node, stream_outputs, stream_names, index, item, region, values)
-                    for index, item in enumerate(items)]
-        uses = self._models_of_items(contexts, region) if self.residency else [frozenset()] * len(items)
+                    for index, item in items]
+        uses = self._uses(contexts, region)
         order = sorted(range(len(items)), key=lambda i: (uses.index(uses[i]), i))
-        for position, index in enumerate(order):
-            key_of, given, info = contexts[index]
+        for position, at in enumerate(order):
+            key_of, given, info = contexts[at]
             following = uses[order[position + 1]] if position + 1 < len(order) else None
             try:
                 item_values = self._run_nodes(targets, key_of, keep=set(targets), given=given, item=info,
                                               needed_later=lambda r: self._needed_by(following, r, region))
             except NodeExecutionError as error:
-                self.result.failures.append(ItemFailure(error.node, index, info.label, error))
+                self.result.failures.append(ItemFailure(error.node, info.index, info.label, error))
                 self._send(NodeFailed, error.node, item=info, **_error_fields(error))
                 continue
             for target in targets:
-                self.result.outputs[target][index] = item_values[key_of(target)]
+                self.result.outputs[target][at] = item_values[key_of(target)]
+
+    def _stream_items(self, stream_node: str, values: dict[bytes, Any]):
+        """(the stream node's outputs, the names of its stream outputs, its (index, item)s)."""
+        stream_outputs = values[self.plan.keys[stream_node]]
+        stream_names = self._stream_names(stream_node)
+        return stream_outputs, stream_names, list(enumerate(stream_outputs[stream_names[0]]))
+
+    def _stream_names(self, stream_node: str) -> list[str]:
+        return [n for n, o in self.plan.definitions[stream_node].outputs.items() if o.stream]
+
+    def _region(self, stream_node: str) -> list[str]:
+        """The nodes run per item of the stream, in order."""
+        return sorted((n for n, s in self.plan.stream_of.items() if s == stream_node),
+                      key=self.plan.index.__getitem__)
+
+    def _uses(self, contexts: list, region: list[str]) -> list[frozenset]:
+        return self._models_of_items(contexts, region) if self.residency else [frozenset()] * len(contexts)
 
     def _item_context(self, stream_node: str, stream_outputs: dict, stream_names: list[str], index: int,
                       item: StreamItem, region: list[str], values: dict[bytes, Any]):
@@ -442,12 +527,7 @@ class _Run:
     def workflow(self) -> str:
         """The graph as it runs, random seeds resolved, as graph-file JSON (made once per run)."""
         if self._workflow is None:
-            resolved = self.user_graph.copy()
-            for node_id, drawn in self.plan.seeds.items():
-                for name, value in drawn.items():
-                    if node_id in resolved:
-                        resolved.set_input(node_id, name, value)
-            self._workflow = fileformat.dumps(resolved)
+            self._workflow = fileformat.dumps(with_seeds(self.user_graph, self.plan.seeds))
         return self._workflow
 
     # ---- events -----------------------------------------------------------------------------

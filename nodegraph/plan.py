@@ -93,8 +93,10 @@ def plan(graph: Graph, registry=None, options: RunOptions | None = None) -> Plan
     return current
 
 
-def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptions | None = None) -> Plan:
-    """The plan for `graph` as it is now, reusing `previous` where an edit did not reach."""
+def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptions | None = None,
+           recheck_files: bool = True) -> Plan:
+    """The plan for `graph` as it is now, reusing `previous` where an edit did not reach. The files
+    the graph reads are looked at again for changes, unless not `recheck_files`."""
     registry = registry or default_registry
     options = options or RunOptions()
     changed = graph.changes_since(previous.revision) if previous is not None else None
@@ -111,7 +113,7 @@ def replan(previous: Plan | None, graph: Graph, registry=None, options: RunOptio
         check_node(graph, node_id, registry, typed)
         if typed.problems or typed.output_types.get(node_id) != before:
             return plan(graph, registry, options)  # report every problem, or re-type what the change reached
-    moved = _changed_outside(graph, typed, changed)
+    moved = _changed_outside(graph, typed, changed) if recheck_files else set()
     seeds = {node_id: drawn for node_id, drawn in previous.seeds.items() if node_id not in changed}
     seeds.update(_random_seed_inputs(graph, typed, changed))
     current = Plan(graph.revision, typed, previous.index, dict(previous.keys), seeds, options,
@@ -181,6 +183,17 @@ def resolve_random_seeds(graph: Graph, current: Plan) -> None:
             drawn[name] = secrets.randbelow(2**53)  # exact in JSON readers that use doubles
     for node_id in _with_descendants(graph, current, set(current.seeds)):
         current.keys[node_id] = node_key(graph, node_id, current, current.keys)
+
+
+def with_seeds(graph: Graph, seeds: dict[str, dict[str, int]]) -> Graph:
+    """A copy of the graph with the drawn numbers written in as the seeds' values: the graph as a
+    run with those seeds ran it (a node that no longer exists is passed over)."""
+    resolved = graph.copy()
+    for node_id, drawn in seeds.items():
+        for name, value in drawn.items():
+            if node_id in resolved:
+                resolved.set_input(node_id, name, value)
+    return resolved
 
 
 def _random_seed_inputs(graph: Graph, typed: TypedGraph, nodes) -> dict[str, dict[str, int]]:

@@ -7,7 +7,8 @@ that a later batch still needs (the next stream item's model) is kept; one that 
 more is released. When memory is short, the one used furthest in the future goes first.
 
 Resources are also shared by value: two nodes that make a resource from the same inputs (the same
-model picked for two images of a batch) get the same one, so it loads once.
+model picked for two images of a batch) get the same one, so it loads once; with models kept
+warm between runs, two runs too.
 """
 
 from __future__ import annotations
@@ -37,8 +38,6 @@ class Residency:
         self._batch: list[str] = []
         self._position = 0
         self._needed_later: Callable[[Any], bool] = lambda resource: False
-        self._by_value: dict[bytes, Any] = {}  # value key of a resource node's inputs -> its outputs
-        self._value_key_of: dict[int, bytes] = {}  # id(resource) -> the value key it was made with
 
     @contextmanager
     def batch(self, order: list[str], needed_later: Callable[[Any], bool]) -> Iterator[None]:
@@ -96,17 +95,17 @@ class Residency:
                        digest_size=16).digest()
 
     def made_before(self, key: bytes | None) -> Any:
-        return self._by_value.get(key) if key is not None else None
+        return self.memory.made.get(key) if key is not None else None
 
     def made(self, key: bytes | None, outputs: Any) -> None:
         if key is not None:
-            self._by_value[key] = outputs
+            self.memory.made[key] = outputs
             for value in outputs.values():
-                self._value_key_of[id(value)] = key
+                self.memory.made_with[id(value)] = key
 
     def made_with(self, resource: Any) -> bytes | None:
         """The value key a resource was made with (see value_key)."""
-        return self._value_key_of.get(id(resource))
+        return self.memory.made_with.get(id(resource))
 
     def label(self, resource: Any) -> str | None:
         """The "node.output" that made a resource a node has read."""

@@ -84,7 +84,8 @@ class ModelMemory:
 
     With `keep_warm` (a server, whose next run likely needs the same models), a resource with no
     use left stays loaded until memory is short or `release_all()`, and the memory serves run
-    after run (`start_run`).
+    after run (`start_run`): a later run that makes a resource from the same inputs gets the one
+    kept (see `made`), not one more.
     """
 
     def __init__(self, budget_bytes: int | None = None, host_budget_bytes: int | None = None, keep_warm: bool = False):
@@ -95,6 +96,10 @@ class ModelMemory:
         self._offloaded: dict[int, Any] = {}  # released to host memory, still loaded there
         self.loads = 0  # resources loaded (or reloaded) so far
         self.peak_bytes = 0
+        # Resources made so far, shared by value (see nodegraph.residency): for one run, or, kept
+        # warm, for every run until release_all.
+        self.made: dict[bytes, Any] = {}  # value key of a resource node's inputs -> its outputs
+        self.made_with: dict[int, bytes] = {}  # id(resource) -> the value key it was made with
 
     def start_run(self, budget_bytes: int | None) -> None:
         """Serve one more run, within `budget_bytes` (None: what is free now, and what the resources
@@ -136,6 +141,8 @@ class ModelMemory:
                 self._release(resource, keep)
 
     def release_all(self) -> None:
+        self.made.clear()
+        self.made_with.clear()
         for resource in [*self._resident.values(), *self._offloaded.values()]:
             self._resident.pop(id(resource), None)
             self._offloaded.pop(id(resource), None)

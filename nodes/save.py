@@ -21,7 +21,6 @@ Each PNG embeds, as text chunks, and nothing else:
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import platform
@@ -33,8 +32,8 @@ from typing import Any, Callable
 import networkx as nx
 
 from nodegraph import fileformat
-from nodegraph.atomic import write_file
 from nodegraph import types as T
+from nodegraph.atomic import counted_names, write_file
 from nodegraph.errors import InputError
 from nodegraph.graph import Graph, Link
 from nodegraph.node import Input
@@ -292,5 +291,4 @@ def png_bytes(picture, text: dict[str, str]) -> bytes:
 def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
     """Write `data` to `folder/stem.suffix`, or `stem-1.suffix`, `stem-2.suffix`, ... if taken;
     atomically, and never over an existing file."""
-    names = (folder / (f"{stem}{suffix}" if n == 0 else f"{stem}-{n}{suffix}") for n in itertools.count())
-    return write_file(data, names)
+    return write_file(data, counted_names(folder, stem, suffix))

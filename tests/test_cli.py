@@ -137,3 +137,26 @@ def test_usage_errors_exit_2(capsys):
     assert run([], capsys)[0] == 2
     assert run(["run"], capsys)[0] == 2
     assert run(["run", "x.json", "--device", "tpu"], capsys)[0] == 2
+
+
+def test_ray_is_imported_only_for_ray_runs_and_its_absence_is_a_usage_error(tmp_path, picture):
+    import subprocess
+    import sys
+
+    graph = resize_graph(tmp_path, picture)
+    script = (
+        "import sys\n"
+        "from nodegraph.cli import main\n"
+        f"assert main(['run', {graph!r}, '--out', {str(tmp_path / 'out')!r}]) == 0\n"
+        "assert 'ray' not in sys.modules  # the engine and a local run never import it\n"
+        "sys.modules['ray'] = None  # as where ray is not installed\n"
+        f"main(['run', {graph!r}, '--ray'])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "--ray needs ray: pip install 'nodegraph[ray]'" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_ray_options_without_ray_are_usage_errors(tmp_path, picture, capsys):
+    code, _, err = run(["run", resize_graph(tmp_path, picture), "--workers", "2"], capsys)
+    assert code == 2 and "--workers is for runs on Ray: add --ray" in err

@@ -208,10 +208,15 @@ def test_random_seeds_are_resolved_and_recorded():
     assert executor.run(g).executed == []  # the recorded seed reproduces the first run
 
 
-def test_streams_run_per_item_and_isolate_failures():
+def numbers_graph(values: str) -> Graph:
     g = Graph()
-    numbers = g.add("Numbers", id="numbers", values="1,2,x,4")
+    numbers = g.add("Numbers", id="numbers", values=values)
     g.add("Show", id="show", value=g.add("Add", id="add", a=numbers.value, b=g.add("Const", id="ten", value=10).value).value)
+    return g
+
+
+def test_streams_run_per_item_and_isolate_failures():
+    g = numbers_graph("1,2,x,4")
     events = []
     executor = Executor(registry)
     result = executor.run(g, on_event=events.append)
@@ -226,6 +231,67 @@ def test_streams_run_per_item_and_isolate_failures():
     result = executor.run(g)
     assert [o["shown"] for o in result.outputs["show"]] == [11, 12, 15, 14]
     assert calls == [("load", ("5",)), ("Add", (5, 10)), ("Show", (15, ""))]  # cached items are never loaded
+
+
+def test_a_survey_lists_the_items_and_another_executor_runs_only_those_it_is_handed():
+    g = numbers_graph("1,2,x,4")
+    items = Executor(registry).survey(g)
+    assert [(i.stream, i.index, i.item.label, i.models) for i in items] == [
+        ("numbers", n, f"n{n}", frozenset()) for n in range(4)]
+    assert calls == []  # listed, and no item loaded
+    result = Executor(registry).run(g, items=[items[1], items[3]])
+    assert [o["shown"] for o in result.outputs["show"]] == [12, 14]  # one entry per item handed in
+    assert "numbers" not in result.executed  # the stream node did not run
+    assert [c for c in calls if c[0] == "load"] == [("load", ("2",)), ("load", ("4",))]
+    failed = Executor(registry).run(g, items=[items[2]])
+    assert failed.outputs["show"] == [None] and [(f.item, f.label) for f in failed.failures] == [(2, "n2")]
+
+
+def test_a_survey_refuses_random_seeds_whose_draw_would_decide_the_items():
+    from nodegraph.errors import UsageError
+
+    g = numbers_graph("1,2")
+    g.add("Show", id="seeded", value=g.add("Seeded", id="s", seed="random").value)
+    with pytest.raises(UsageError, match="random seeds of s"):
+        Executor(registry).survey(g)
+
+
+def test_a_run_that_does_not_recheck_files_takes_them_as_the_last_run_found_them(tmp_path):
+    from pathlib import Path
+
+    files = Registry()
+
+    @files.node("Read", inputs={"path": Input(T.STRING)}, outputs={"text": Output(T.STRING)},
+                fingerprint=lambda literals: Path(literals["path"]).read_text())
+    def read(path):
+        return Path(path).read_text()
+
+    @files.node("Show", inputs={"text": Input(T.STRING)}, output_node=True)
+    def show(text):
+        return text
+
+    note = tmp_path / "note.txt"
+    note.write_text("one")
+    g = Graph()
+    g.add("Show", id="show", text=g.add("Read", id="read", path=str(note)).text)
+    executor = Executor(files)
+    assert executor.run(g).outputs["show"] == "one"
+    note.write_text("two")
+    assert executor.run(g, recheck_files=False).outputs["show"] == "one"  # as the last run found it
+    assert executor.run(g).outputs["show"] == "two"
+
+
+def test_a_node_failure_crosses_a_process_boundary_as_data():
+    import pickle
+
+    from nodegraph.errors import InputError
+
+    for cause in (InputError("value", "expected an even number", code="value.odd", hint="add one"),
+                  MemoryError("out of memory")):  # any cause, picklable or not, travels as its text
+        error = NodeExecutionError("add", "Add", cause, "Traceback ...")
+        copy = pickle.loads(pickle.dumps(error))
+        assert (str(copy), copy.node, copy.input, copy.hint, copy.traceback) == (
+            str(error), "add", error.input, error.hint, "Traceback ...")
 
 
 # ---- runs by id, one at a time -----------------------------------------------------------------------

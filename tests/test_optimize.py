@@ -287,3 +287,18 @@ def test_an_executor_that_keeps_models_loads_each_once_across_runs(checkpoints, 
     assert unets_alive() == set()
     g.set_input("t2i", "seed", 2)
     assert executor.run(g, options=options).model_loads >= 1 and len(counted_loads) > reads
+
+
+def test_an_executor_that_keeps_models_gives_a_later_run_the_models_it_picked_before(checkpoints, tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("RGB", (64, 64), (60 * i, 90, 200)).save(folder / f"image{i}.png")
+    g, executor = batch_graph(checkpoints, folder, seed=11), Executor(keep_models=True)
+    first = executor.run(g, options=RunOptions(device="cpu", output_dir=tmp_path / "first"))
+    kept = executor.warm_models.resident()
+    g.set_input("i2i", "seed", 1)  # new images, from the same picks
+    second = executor.run(g, options=RunOptions(device="cpu", output_dir=tmp_path / "second"))
+    assert first.model_loads >= 2 and second.model_loads == 0  # the picked models, made once for both runs
+    assert {id(r) for r in executor.warm_models.resident()} == {id(r) for r in kept}
+    executor.release_models()
