@@ -9,6 +9,8 @@ import logging
 import os
 import shutil
 import signal
+import threading
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -179,21 +181,26 @@ def test_each_model_loads_on_one_worker_only(cluster, tmp_path):
 def test_a_worker_killed_mid_batch_loses_no_item_and_saves_none_twice(cluster, tmp_path):
     folder = pictures(tmp_path / "in", 8)
     pids = ray.get([w.pid.remote() for w in cluster.workers])
-    finished, killed = [], []
+    first_done, killed = threading.Event(), []
 
-    def kill_a_busy_worker(event):
-        if event.kind == "node_done":
-            finished.append(event.label)
-            if len(finished) == 2:  # the worker that did the first is well into its second item
-                busy = [pid for worker, pid in zip(cluster.workers, pids) if not _answers(worker)]
-                assert busy, "no worker was running an item"
+    def kill_a_busy_worker():
+        # From a thread of its own: the driver goes on handing out items meanwhile, so a worker
+        # is soon in the middle of one (both may be between items just when one finishes).
+        first_done.wait(300)
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            busy = [pid for worker, pid in zip(cluster.workers, pids) if not _answers(worker)]
+            if busy:
                 killed.append(busy[0])
                 os.kill(busy[0], signal.SIGKILL)
 
+    killer = threading.Thread(target=kill_a_busy_worker, daemon=True)
+    killer.start()
     graph = batch(folder)
     graph.set_input("img2img", "num_inference_steps", 40)  # items long enough to be killed in the middle of
     result = cluster.run(graph, options=RunOptions(device="cpu", output_dir=tmp_path / "out"),
-                         on_event=kill_a_busy_worker)
+                         on_event=lambda event: first_done.set() if event.kind == "node_done" else None)
+    killer.join()
     assert killed and result.retried >= 1  # the item it was running went again
     assert result.failures == []
     assert labels_of(tmp_path / "out") == {f"image{i}": 1 for i in range(8)}  # every item, once
