@@ -36,7 +36,7 @@ from ..executor import Executor, ItemFailure, ItemPlan, RunResult
 from ..graph import Graph
 from ..plan import resolve_random_seeds, with_seeds
 from .journal import Journal, graph_digest, item_key
-from .publish import publish, summary_files, with_published
+from .publish import publish, renamed_files, summary_files
 from .schedule import Scheduler
 from .worker import Job, Outcome
 
@@ -205,7 +205,7 @@ class _Driver:
     def _accept(self, outcome: Outcome) -> None:
         """Publish what the item wrote and record it in the journal at once, then report it."""
         published = publish(outcome.staged, self.job.options.output_dir)
-        values = {t: with_published(v, published) for t, v in outcome.outputs.items()}
+        values = {t: renamed_files(v, published.__getitem__) for t, v in outcome.outputs.items()}
         if outcome.failure is None:
             key = self.shared_key if outcome.item is None else self.keys[outcome.item.stream, outcome.item.index]
             self.journal.finish(key, "" if outcome.item is None else outcome.item.item.label,
@@ -219,7 +219,7 @@ class _Driver:
         else:
             self._fill(outcome.item, values)
         for event in outcome.events:
-            done = {"result": with_published(event.result, published)} if isinstance(event, NodeDone) else {}
+            done = {"result": renamed_files(event.result, published.__getitem__)} if isinstance(event, NodeDone) else {}
             self.emit(msgspec.structs.replace(event, run_id=self.job.run_id, **done))
         if outcome.failure is not None:
             self._failed(outcome.failure, reported=True)

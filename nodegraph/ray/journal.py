@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import fileformat
 from ..graph import Graph
-from .publish import summary_files
+from .publish import renamed_files, summary_files
 
 JOURNAL_NAME = "nodegraph-journal.jsonl"
 
@@ -54,7 +54,7 @@ class Journal:
         for line in self._lines():
             outputs = line.get("outputs")
             if isinstance(line.get("item"), str) and isinstance(outputs, dict):
-                absolute = {target: self._absolute(summary) for target, summary in outputs.items()}
+                absolute = {target: renamed_files(summary, lambda f: str(self.folder / f)) for target, summary in outputs.items()}
                 if all(os.path.isfile(f) for summary in absolute.values() for f in summary_files(summary)):
                     found[line["item"]] = absolute
         return found
@@ -63,7 +63,7 @@ class Journal:
         self._append({"run": run_id, "graph": digest, "seeds": seeds})
 
     def finish(self, key: str, label: str, outputs: dict[str, Any]) -> None:
-        relative = {target: self._relative(summary) for target, summary in outputs.items()}
+        relative = {target: renamed_files(summary, lambda f: os.path.relpath(f, self.folder)) for target, summary in outputs.items()}
         self._append({"item": key, "label": label, "outputs": relative})
 
     def _append(self, line: dict) -> None:
@@ -87,13 +87,3 @@ class Journal:
             if isinstance(line, dict):
                 lines.append(line)
         return lines
-
-    def _relative(self, summary: Any) -> Any:
-        if not summary_files(summary):
-            return summary
-        return {**summary, "files": [os.path.relpath(f, self.folder) for f in summary["files"]]}
-
-    def _absolute(self, summary: Any) -> Any:
-        if not summary_files(summary):
-            return summary
-        return {**summary, "files": [str(self.folder / f) for f in summary["files"]]}

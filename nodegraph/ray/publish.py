@@ -48,8 +48,8 @@ def summary_files(summary: Any) -> list[str]:
     return files if isinstance(files, list) and all(isinstance(f, str) for f in files) else []
 
 
-def with_published(summary: Any, published: dict[str, str]) -> Any:
-    """An output node's summary ({"files": [staged name, ...]}) naming the published files instead."""
+def renamed_files(summary: Any, rename) -> Any:
+    """An output node's summary ({"files": [...]}) with each file named `rename(file)` instead."""
     if not summary_files(summary):
         return summary
-    return {**summary, "files": [published[f] for f in summary["files"]]}
+    return {**summary, "files": [rename(f) for f in summary["files"]]}

@@ -23,7 +23,7 @@ from ..context import RunOptions
 from ..events import Event, NodeDone, NodeFailed
 from ..executor import Executor, ItemFailure, ItemPlan
 from ..graph import Graph
-from .publish import summary_files
+from .publish import renamed_files, summary_files
 
 WORKER_RESTARTS = 3  # times Ray starts a worker again after its process died
 
@@ -78,7 +78,7 @@ class Worker:
             if isinstance(event, NodeFailed):
                 events.append(event)
             elif isinstance(event, NodeDone) and event.result is not None:
-                events.append(msgspec.structs.replace(event, result=_staged_names(event.result, staging)))
+                events.append(msgspec.structs.replace(event, result=renamed_files(event.result, lambda f: _staged_name(f, staging))))
 
         started = time.perf_counter()
         try:
@@ -90,7 +90,7 @@ class Worker:
         finally:
             if not shared:
                 shutil.rmtree(staging, ignore_errors=True)
-        return Outcome(item, {t: _staged_names(v, staging) for t, v in outputs.items()}, staged,
+        return Outcome(item, {t: renamed_files(v, lambda f: _staged_name(f, staging)) for t, v in outputs.items()}, staged,
                        result.failures[0] if result.failures else None, events, result.executed, result.cached,
                        result.model_loads, result.peak_model_bytes, time.perf_counter() - started)
 
@@ -110,13 +110,11 @@ def _staged_files(outputs: dict[str, Any], staging: Path, shared: bool) -> dict[
     staged: dict[str, bytes | str] = {}
     for summary in outputs.values():
         for file in summary_files(summary):
-            name = Path(file).relative_to(staging).as_posix()
+            name = _staged_name(file, staging)
             staged[name] = file if shared else Path(file).read_bytes()
     return staged
 
 
-def _staged_names(summary: Any, staging: Path) -> Any:
-    """An output node's summary naming its files by their names in the staging folder."""
-    if not summary_files(summary):
-        return summary
-    return {**summary, "files": [Path(f).relative_to(staging).as_posix() for f in summary["files"]]}
+def _staged_name(file: str, staging: Path) -> str:
+    """A file's name in the staging folder, as the driver publishes it."""
+    return Path(file).relative_to(staging).as_posix()
