@@ -13,6 +13,8 @@ median of the repeats: cold one-shot time (from the process's start, imports inc
 the first denoising step, a warm re-run with a new seed on the first stage, an incremental re-run
 with only the last prompt changed (the naive code runs it all again), model memory (peak RSS
 less the RSS after importing torch and diffusers), component loads, and VAE encodes and decodes.
+Beside them, the model memory of one pipeline: the naive code's last (largest) stage alone, in a
+process of its own, which the issue's target measures against ("the largest single pipeline").
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 STARTED = time.perf_counter()
 HERE = Path(__file__).resolve().parent
 CONTENDERS = ("naive", "ng latent", "ng naive")
+ONE_STAGE = "one stage"  # the naive code's last, largest, pipeline alone: the model memory one pipeline takes
 CHAINS = {"tiny": ("img2img2img", "text2img2inpaint", "img2latent_upscale2x4"),
           "mid": ("img2img2img", "text2img2inpaint")}
 STEPS = {"tiny": 4, "mid": 8}
@@ -55,9 +58,9 @@ def main() -> None:
     for size in ("tiny", "mid") if args.size == "all" else (args.size,):
         models(root, size)  # built once, outside the timings
         for chain in CHAINS[size]:
-            runs = {contender: [] for contender in CONTENDERS}
+            runs = {contender: [] for contender in (*CONTENDERS, ONE_STAGE)}
             for repeat in range(args.repeat):
-                for contender in CONTENDERS if repeat % 2 == 0 else reversed(CONTENDERS):
+                for contender in (*CONTENDERS, ONE_STAGE)[::1 if repeat % 2 == 0 else -1]:
                     runs[contender].append(_run_child(contender, chain, size, root))
             results.append({"size": size, "chain": chain, "runs": runs})
             _print_table(size, chain, runs)
@@ -92,6 +95,9 @@ def _print_table(size: str, chain: str, runs: dict[str, list[dict]]) -> None:
     warm_full = statistics.median(run["warm_s"] for run in runs["ng latent"])
     incremental = statistics.median(run["incremental_s"] for run in runs["ng latent"])
     print(f"{'ng latent: warm full / last prompt changed':44} {warm_full / incremental:.2f}x")
+    one_stage = statistics.median(run["model_mb"] for run in runs[ONE_STAGE])
+    print(f"{'model memory of one pipeline (MB)':44} {one_stage:.2f}; against it: " + ", ".join(
+        f"{c} {statistics.median(run['model_mb'] for run in runs[c]) / one_stage:.2f}x" for c in CONTENDERS))
 
 
 # ---- a child: one contender, cold, warm and incremental -------------------------------------------------
@@ -109,6 +115,9 @@ def _child(contender: str, chain: str, size: str) -> dict:
     after_imports = _rss_mb()
     paths = models(Path(os.environ["BENCH_MODELS"]), size)
     steps = STEPS[size]
+    if contender == ONE_STAGE:
+        _naive(chain, paths, size, STEPS[size], seed=0, prompts=PROMPTS, on_step=lambda: None, last_stage_only=True)
+        return {"model_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - after_imports}
     runner = _naive if contender == "naive" else _Nodegraph(contender == "ng naive")
     first_step = {}
 
@@ -178,8 +187,10 @@ def _mask_image(size: str):
     return mask
 
 
-def _naive(chain: str, paths: dict, size: str, steps: int, seed: int, prompts: tuple, on_step) -> None:
-    """The seed tutorials' way: a pipeline per stage into one variable, PIL images between them."""
+def _naive(chain: str, paths: dict, size: str, steps: int, seed: int, prompts: tuple, on_step,
+           last_stage_only: bool = False) -> None:
+    """The seed tutorials' way: a pipeline per stage into one variable, PIL images between them.
+    `last_stage_only`: the chain's last (and largest) pipeline alone, on the starting image."""
     import torch
     from diffusers import (StableDiffusionImg2ImgPipeline, StableDiffusionInpaintPipeline,
                            StableDiffusionLatentUpscalePipeline, StableDiffusionPipeline,
@@ -193,26 +204,29 @@ def _naive(chain: str, paths: dict, size: str, steps: int, seed: int, prompts: t
 
     generator = torch.Generator("cpu").manual_seed(seed)
     common = {"num_inference_steps": steps, "generator": generator, "callback_on_step_end": step}
+    side = 64 if size == "tiny" else 256
+    image = _init_image(size)
     if chain == "img2img2img":
-        image = _init_image(size)
-        for name, prompt in zip(("base", "comic", "pixel"), prompts):
+        stages = list(zip(("base", "comic", "pixel"), prompts))
+        for name, prompt in stages[-1:] if last_stage_only else stages:
             pipe = StableDiffusionImg2ImgPipeline.from_pretrained(paths[name], safety_checker=None)
             image = pipe(prompt, image=image, strength=0.6, **common).images[0]
     elif chain == "text2img2inpaint":
-        pipe = StableDiffusionPipeline.from_pretrained(paths["base"], safety_checker=None)
-        side = 64 if size == "tiny" else 256
-        image = pipe(prompts[0], height=side, width=side, **common).images[0]
+        if not last_stage_only:
+            pipe = StableDiffusionPipeline.from_pretrained(paths["base"], safety_checker=None)
+            image = pipe(prompts[0], height=side, width=side, **common).images[0]
         pipe = StableDiffusionInpaintPipeline.from_pretrained(paths["inpaint"], safety_checker=None)
         image = pipe(prompts[-1], image=image, mask_image=_mask_image(size), height=side, width=side,
                      **common).images[0]
     else:
-        pipe = StableDiffusionImg2ImgPipeline.from_pretrained(paths["base"], safety_checker=None)
-        latents = pipe(prompts[0], image=_init_image(size), strength=0.6, output_type="latent", **common).images
-        pipe = StableDiffusionLatentUpscalePipeline.from_pretrained(builtin_path("tiny-latent-upscaler"))
-        image = pipe(prompts[0], image=latents, num_inference_steps=steps, generator=generator).images[0]
+        if not last_stage_only:
+            pipe = StableDiffusionImg2ImgPipeline.from_pretrained(paths["base"], safety_checker=None)
+            latents = pipe(prompts[0], image=image, strength=0.6, output_type="latent", **common).images
+            pipe = StableDiffusionLatentUpscalePipeline.from_pretrained(builtin_path("tiny-latent-upscaler"))
+            image = pipe(prompts[0], image=latents, num_inference_steps=steps, generator=generator).images[0]
         pipe = StableDiffusionUpscalePipeline.from_pretrained(builtin_path("tiny-x4-upscaler"))
-        image = pipe(prompts[-1], image=image, num_inference_steps=steps, generator=generator,
-                     callback=lambda *a: on_step()).images[0]
+        image = pipe(prompts[-1], image=image.resize((2 * side, 2 * side)) if last_stage_only else image,
+                     num_inference_steps=steps, generator=generator, callback=lambda *a: on_step()).images[0]
 
 
 class _Nodegraph:

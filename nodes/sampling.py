@@ -15,6 +15,7 @@ torch and diffusers are imported inside the functions, so importing this module 
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from nodegraph import types as T
@@ -353,17 +354,18 @@ def inpaint(model, image, mask_image, prompt, negative_prompt, strength, num_inf
             check_side(name, side, model)
     pipeline = _pipeline(model, INPAINT, image)
     image, mask_image = _resized(image, mask_image, height, width, model.space)
+    # A latent image is decoded once, for whichever of the masked image and the kept pixels needs it.
+    pixels = functools.cache(lambda: model.vae.decode(image) if is_latent(image) else image)
     if _is_two_stage(pipeline):
         check_kandinsky_strength(strength)
         arguments = _kandinsky_inpaint_arguments(image, mask_image, num_images_per_prompt, model.space)
     else:
-        arguments = _sd_inpaint_arguments(model, pipeline, image, mask_image, strength)
+        arguments = _sd_inpaint_arguments(model, pipeline, image, mask_image, strength, pixels)
     latents = _denoise(pipeline, ctx, seed, guidance_scale, **_prompts(prompt, negative_prompt, len(image)),
                        num_inference_steps=num_inference_steps, num_images_per_prompt=num_images_per_prompt,
                        **arguments)
     if keep_unmasked:
-        original = model.vae.decode(image) if is_latent(image) else image
-        keep_unmasked_pixels(latents, original.repeat_interleave(num_images_per_prompt, 0),
+        keep_unmasked_pixels(latents, pixels().repeat_interleave(num_images_per_prompt, 0),
                              mask_image.repeat_interleave(num_images_per_prompt, 0))
     return latents
 
@@ -401,7 +403,8 @@ def _resized(image, mask, height: int | None, width: int | None, space):
             resize_tensor(mask, width, height, "stretch", "bilinear"))
 
 
-def _sd_inpaint_arguments(model, pipeline, image, mask, strength: float) -> dict:
+def _sd_inpaint_arguments(model, pipeline, image, mask, strength: float, pixels) -> dict:
+    """`pixels()`: the image decoded, where it is a latent."""
     # Without height and width, diffusers would resize to the model's native size; sides
     # off the latent grid are resized down onto it, as Img2Img does.
     height, width = pixel_size(image, model.space)
@@ -412,15 +415,15 @@ def _sd_inpaint_arguments(model, pipeline, image, mask, strength: float) -> dict
         # diffusers masks the image in pixel space, which a latent cannot be; hand it the
         # masked image's latents instead (only 9-channel inpainting UNets read them).
         reads_masked_image = pipeline.unet.config.in_channels == 9
-        arguments["masked_image_latents"] = (_masked_image_latents(model.vae, image, mask) if reads_masked_image
+        arguments["masked_image_latents"] = (_masked_image_latents(model.vae, pixels(), mask) if reads_masked_image
                                              else image)
     return arguments
 
 
-def _masked_image_latents(vae, latent, mask):
+def _masked_image_latents(vae, pixels, mask):
     """Latents of the image with the masked area blanked to grey (0 in [-1, 1]), as diffusers blanks it."""
     keep = (mask < 0.5).float()  # diffusers binarises masks at 0.5
-    return vae.encode(vae.decode(latent) * keep + 0.5 * (1 - keep))
+    return vae.encode(pixels * keep + 0.5 * (1 - keep))
 
 
 def _kandinsky_inpaint_arguments(image, mask, copies: int, space) -> dict:

@@ -233,6 +233,20 @@ def test_inpaint_takes_a_latent_of_the_models_space(family, picture, tmp_path):
         assert not repainted[kept_area()].any()
 
 
+def test_a_9_channel_inpaint_decodes_a_latent_once_for_its_masked_image_and_kept_pixels(picture, tmp_path,
+                                                                                       monkeypatch):
+    from diffusers import AutoencoderKL
+
+    g, _, probe_id = inpaint_graph("sd-inpaint", picture, square_mask_png(tmp_path / "mask.png"), from_latent=True)
+    decodes = []
+    real_decode = AutoencoderKL.decode
+    monkeypatch.setattr(AutoencoderKL, "decode", lambda self, *a, **k: decodes.append(1) or real_decode(self, *a, **k))
+    latent = run(g, probe_id)
+    assert len(decodes) == 1
+    pixels, mask = latent.nodegraph_kept_pixels  # what the Decode puts back outside the mask
+    assert pixels.shape == (1, 3, SIZE, SIZE) and mask.shape == (1, 1, SIZE, SIZE)
+
+
 def test_kandinsky_inpaint_repaints_where_the_mask_is_white(picture, tmp_path):
     g, _, probe_id = inpaint_graph("kandinsky22", picture, square_mask_png(tmp_path / "mask.png"))
     encoded_id = probed(g, g.add("Encode", image=g.add("LoadImage", path=picture).image,
@@ -490,16 +504,13 @@ def test_inpaint_resizes_image_and_mask_alike():
 def test_the_masked_image_latents_blank_the_repainted_area_to_grey():
     from nodes.sampling import _masked_image_latents
 
-    class Identity:  # an exact codec, so the masking arithmetic itself shows
+    class Identity:  # an exact encoder, so the masking arithmetic itself shows
         def encode(self, image):
             return image
 
-        def decode(self, latent):
-            return latent
-
-    latent = torch.rand(1, 3, 4, 4)
+    pixels = torch.rand(1, 3, 4, 4)
     mask = torch.zeros(1, 1, 4, 4)
     mask[..., :2] = 1  # repaint the left half
-    result = _masked_image_latents(Identity(), latent, mask)
+    result = _masked_image_latents(Identity(), pixels, mask)
     assert torch.equal(result[..., :2], torch.full_like(result[..., :2], 0.5))
-    assert torch.equal(result[..., 2:], latent[..., 2:])
+    assert torch.equal(result[..., 2:], pixels[..., 2:])
