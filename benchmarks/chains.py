@@ -116,7 +116,7 @@ def _child(contender: str, chain: str, size: str) -> dict:
     paths = models(Path(os.environ["BENCH_MODELS"]), size)
     steps = STEPS[size]
     if contender == ONE_STAGE:
-        _naive(chain, paths, size, STEPS[size], seed=0, prompts=PROMPTS, on_step=lambda: None, last_stage_only=True)
+        _naive(chain, paths, size, steps, seed=0, prompts=PROMPTS, on_step=lambda: None, last_stage_only=True)
         return {"model_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - after_imports}
     runner = _naive if contender == "naive" else _Nodegraph(contender == "ng naive")
     first_step = {}
