@@ -58,7 +58,7 @@ def test_the_server_answers_in_the_middle_of_a_run(tmp_path):
     try:
         ws = server.socket()
         ws.next()
-        steps = 400
+        steps = 200  # seconds of sampling after the first step: the run is still going when /queue answers
         prompt_id = server.json("POST", "/prompt", {"prompt": tiny_prompt(steps=steps), "client_id": ws.client_id})[
             "prompt_id"]
         while (message := ws.next())["type"] != "progress":
