@@ -1,5 +1,4 @@
-"""How fast `nodegraph serve` answers /system_stats while 20 clients run 5 graphs each, against how
-fast it answers when idle.
+"""How fast `nodegraph serve` answers /system_stats, idle and while 20 clients run 5 graphs each.
 
     pip install -e '.[test]' && python benchmarks/server_load.py [--rounds 3] [--clients 20] [--runs 5]
 

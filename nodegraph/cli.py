@@ -23,7 +23,7 @@ from .errors import GraphFileError, Interrupted, NodeExecutionError, UsageError,
 from .events import Event, NodeDone, NodeFailed, NodeStart, Progress
 from .graph import Graph
 from .node import REQUIRED
-from .optimize import PASSES
+from .optimize import ALL as ALL_PASSES
 from .registry import registry
 
 OK, INVALID, USAGE, FAILED = 0, 1, 2, 3
@@ -89,7 +89,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="run only what this output node needs (repeatable)")
         sub.add_argument("--no-optimize", dest="optimize", action="store_false", help="switch the optimiser off")
         sub.add_argument("--disable", action="append", default=[], metavar="PASS",
-                         help=f"switch one optimiser pass off (repeatable): {', '.join(PASSES)}")
+                         help=f"switch one optimiser pass off (repeatable): {', '.join(ALL_PASSES)}")
         sub.add_argument("--model-memory", type=_size, metavar="SIZE",
                          help="memory loaded models may take, e.g. 6GB (default: what the machine has free)")
 

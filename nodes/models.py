@@ -157,7 +157,7 @@ def detect_family(model: str, allow_pickle: bool = False) -> str | None:
     if family is None:
         raise InputError("model", f"{what!r} is neither a local path nor a model in the local Hugging Face cache",
                          code="model.not_found",
-                         hint=f"download it first (huggingface-cli download {what}), or {_NOT_FOUND_HINT}")
+                         hint=f"download it first (hf download {what}), or {_NOT_FOUND_HINT}")
     return family
 
 

@@ -181,6 +181,11 @@ def load_single_file(spec: PartSpec, family: str, pipeline_name: str, dtype, pla
     return dict(pipeline.components)
 
 
+# Hub repositories taken down, and the copies of the same weights that replaced them.
+REMOVED_HUB_MODELS = {"runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                      "runwayml/stable-diffusion-inpainting": "stable-diffusion-v1-5/stable-diffusion-inpainting"}
+
+
 def local_folder(source: str, allow_pickle: bool) -> Path:
     """A local path as it is; a hub id as its folder in the Hugging Face cache, downloaded if need be."""
     path = Path(source).expanduser()
@@ -191,7 +196,10 @@ def local_folder(source: str, allow_pickle: bool) -> Path:
     try:
         return Path(DiffusionPipeline.download(source, use_safetensors=None if allow_pickle else True))
     except (OSError, ValueError) as error:
-        raise InputError("model", f"could not get {source!r} from the Hugging Face Hub or its local cache: {error}",
-                         code="model.not_found",
-                         hint="check the id, or download it with network access "
-                              f"(huggingface-cli download {source}), or run with --tiny") from error
+        # diffusers points at a stack trace that nodegraph does not print
+        reason = str(error).replace(" Please check out the root cause in the stacktrace above.", "")
+        replacement = REMOVED_HUB_MODELS.get(source.lower())
+        hint = (f"RunwayML took {source} off the Hub in 2024; the same weights are at {replacement}: use that id"
+                if replacement else f"check the id, or download it with network access (hf download {source})")
+        raise InputError("model", f"could not get {source!r} from the Hugging Face Hub or its local cache: {reason}",
+                         code="model.not_found", hint=f"{hint}, or run with --tiny") from error

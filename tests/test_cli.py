@@ -157,6 +157,25 @@ def test_ray_is_imported_only_for_ray_runs_and_its_absence_is_a_usage_error(tmp_
     assert "--ray needs ray: pip install 'nodegraph[ray]'" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_ray_address_where_no_cluster_answers_is_a_usage_error(tmp_path, picture, monkeypatch):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if Path("/tmp/ray/ray_current_cluster").exists():
+        pytest.skip("a Ray cluster runs on this machine: --ray auto would find it")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    graph = graph_file(tmp_path, {
+        "load": {"type": "LoadImages", "inputs": {"folder": str(picture.parent)}},
+        "save": {"type": "Save", "inputs": {"image": {"from": "load", "output": "image"}, "prefix": "x"}},
+    })
+    done = subprocess.run([sys.executable, "-m", "nodegraph", "run", graph, "--ray", "auto", "--out",
+                           str(tmp_path / "out")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "no Ray cluster answers at 'auto'" in done.stderr and "ray start --head" in done.stderr
+    assert "bug" not in done.stderr and "Traceback" not in done.stderr
+
+
 def test_ray_options_without_ray_are_usage_errors(tmp_path, picture, capsys):
     code, _, err = run(["run", resize_graph(tmp_path, picture), "--workers", "2"], capsys)
     assert code == 2 and "--workers is for runs on Ray: add --ray" in err

@@ -343,6 +343,18 @@ def test_a_lone_kandinsky_decoder_takes_the_prior_and_other_decoder_from_the_hub
     assert "kandinsky-community/kandinsky-2-2-prior" in str(error.value)
 
 
+@pytest.mark.parametrize("removed, copy", [("runwayml/stable-diffusion-v1-5", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+                                           ("runwayml/stable-diffusion-inpainting",
+                                            "stable-diffusion-v1-5/stable-diffusion-inpainting")])
+def test_a_hub_id_taken_down_is_answered_with_the_id_of_its_copy(removed, copy):
+    from nodes import parts
+
+    with pytest.raises(InputError) as error:  # offline, and not in the cache
+        parts.local_folder(removed, allow_pickle=False)
+    assert error.value.code == "model.not_found" and f"the same weights are at {copy}" in error.value.hint
+    assert "stacktrace" not in str(error.value)
+
+
 def test_a_task_the_family_cannot_do_is_an_input_error():
     with pytest.raises(InputError) as error:
         handle("builtin:tiny-sd-inpaint").pipeline(TEXT2IMG)

@@ -226,6 +226,16 @@ def test_a_graph_reads_an_uploaded_image_by_its_name(server):
     assert Image.open(io.BytesIO(data)).getpixel((3, 3)) == (10, 200, 10)
 
 
+def test_a_missing_image_is_looked_for_in_the_input_folder_and_the_hint_says_so(server):
+    prompt = {"img": {"class_type": "LoadImage", "inputs": {"path": "graphs/inputs/absent.png"}},
+              "save": {"class_type": "Save", "inputs": {"image": ["img", 0], "prefix": "never"}}}
+    reply = server.json("POST", "/prompt", {"prompt": prompt}, status=400)
+    error = reply["node_errors"]["img"]["errors"][0]
+    assert str(server.config.input_dir / "graphs" / "inputs" / "absent.png") in error["message"] + error["details"]
+    assert f"input folder ({server.config.input_dir})" in error["details"] and "upload" in error["details"]
+    assert "current directory" not in error["details"]
+
+
 def test_queue_and_free_routes(server):
     server.call("POST", "/free", {"unload_models": True, "free_memory": True})
     server.call("POST", "/queue", {"clear": True})

@@ -55,8 +55,13 @@ class Cluster:
         self._started_ray = not ray.is_initialized()
         if self._started_ray:
             starts_one = address == LOCAL or (address is None and not os.environ.get("RAY_ADDRESS"))
-            ray.init(address=address, logging_level=logging.WARNING,
-                     **({"include_dashboard": False} if starts_one else {}))
+            try:
+                ray.init(address=address, logging_level=logging.WARNING,
+                         **({"include_dashboard": False} if starts_one else {}))
+            except ConnectionError as error:  # nothing listens there: the user's address, not a bug
+                raise UsageError(f"no Ray cluster answers at {address or os.environ.get('RAY_ADDRESS')!r}: "
+                                 f"{str(error).split('. ')[0]}; start one with `ray start --head`, give "
+                                 f"its address, or leave the address out to start one for this run") from None
         self.workers: list = []
         try:
             self.workers = _start_workers(workers, gpus_per_worker)

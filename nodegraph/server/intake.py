@@ -3,6 +3,7 @@ confinement, validation. Request bodies are read here too, with their caps."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import uuid
 from typing import Any
@@ -64,7 +65,17 @@ def check_graph(graph: Graph, registry, config: ServerConfig, targets: list[str]
         raise refusal(413, "graph_too_large", f"the graph has {len(graph)} nodes, more than the "
                       f"{config.max_graph_nodes} this server runs", "split the graph, or raise --max-graph-nodes")
     problems = confine(graph, registry, config)
-    return problems + validate(graph, registry, outputs=targets).problems
+    checked = validate(graph, registry, outputs=targets)
+    return problems + [_with_server_hint(problem, config) for problem in checked.problems]
+
+
+def _with_server_hint(problem: Problem, config: ServerConfig) -> Problem:
+    """A missing file or folder is looked for in the input folder here, not the current directory."""
+    if problem.code not in ("file.not_found", "folder.not_found"):
+        return problem
+    return dataclasses.replace(problem, hint=f"this server reads files from its input folder ({config.input_dir}): "
+                                             "upload the image (POST /upload/image, or the editor's image picker), "
+                                             "or put it there")
 
 
 def targets_of(value: Any) -> list[str] | None:
