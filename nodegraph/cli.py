@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.simplefilter("ignore", FutureWarning)
         parser = _parser()
         args = parser.parse_args(argv)
-        return _command(parser, args)
+        return _command(args)
     except KeyboardInterrupt:  # Ctrl-C while starting or validating; a run handles its own
         _say("interrupted", err=True)
         return INTERRUPTED
@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> int:
         return FAILED
 
 
-def _command(parser: argparse.ArgumentParser, args) -> int:
+def _command(args) -> int:
     try:
         return args.command(args)
     except UsageError as error:
-        parser.error(printable(str(error)))  # exits with USAGE
+        args.parser.error(printable(str(error)))  # exits with USAGE
     except (GraphFileError, ValidationError) as error:
         _print_problems(error.problems, as_json=getattr(args, "json", False))
         return INVALID
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def command(name: str, function, help: str, graph: bool = True) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.set_defaults(command=function)
+        sub.set_defaults(command=function, parser=sub)  # a usage error shows this command's usage
         sub.add_argument("--traceback", action="store_true", help="print the full traceback when something fails")
         if graph:
             sub.add_argument("file", type=Path, help="graph file (JSON, ComfyUI API prompt, or a PNG Save wrote)")
@@ -245,10 +245,10 @@ def _nodes(args) -> int:
         _say(json.dumps([d.to_json() for d in definitions], indent=2), raw=True)
         return OK
     category = None
-    for definition in definitions:
-        if definition.category != category:
+    for number, definition in enumerate(definitions):
+        if number == 0 or definition.category != category:
             category = definition.category
-            _say(f"\n[{category or 'other'}]", raw=True)
+            _say(("" if number == 0 else "\n") + f"[{category or 'other'}]", raw=True)
         outputs = ", ".join(f"{n}: {o.type}" for n, o in definition.outputs.items()) or "(output node)"
         _say(f"  {definition.name} -> {outputs}")
         for name, spec in definition.inputs.items():

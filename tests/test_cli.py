@@ -176,6 +176,12 @@ def test_a_ray_address_where_no_cluster_answers_is_a_usage_error(tmp_path, pictu
     assert "bug" not in done.stderr and "Traceback" not in done.stderr
 
 
+def test_a_usage_error_in_a_command_names_that_command(tmp_path, picture, capsys):
+    code, _, err = run(["run", resize_graph(tmp_path, picture), "--set", "nope.width=3"], capsys)
+    assert code == 2 and "usage: nodegraph run" in err
+    assert "nodegraph run: error: --set 'nope.width=3': there is no node 'nope'" in err
+
+
 def test_ray_options_without_ray_are_usage_errors(tmp_path, picture, capsys):
     code, _, err = run(["run", resize_graph(tmp_path, picture), "--workers", "2"], capsys)
     assert code == 2 and "--workers is for runs on Ray: add --ray" in err
