@@ -196,10 +196,7 @@ def _run(args) -> int:
         result = executor.run(graph, args.output, on_event=progress, options=options)
     except NodeExecutionError as error:
         progress.close()
-        if args.traceback:
-            _say(error.traceback, err=True, raw=True)
-        _say(f"error: {error}", err=True)
-        return FAILED
+        return _failed(args, error)
     except Interrupted as stop:
         progress.close()
         _say(f"interrupted{' at ' + stop.node if stop.node else ''}: files saved before it are complete; "
@@ -223,10 +220,7 @@ def _run_on_ray(args, graph: Graph, options: RunOptions) -> int:
         result = on_ray.run(graph, args.output, address=args.ray or None, workers=args.workers,
                             gpus_per_worker=args.gpus_per_worker, options=options, resume=args.resume, progress=True)
     except NodeExecutionError as error:
-        if args.traceback:
-            _say(error.traceback, err=True, raw=True)
-        _say(f"error: {error}", err=True)
-        return FAILED
+        return _failed(args, error)
     except KeyboardInterrupt:
         _say(f"interrupted: the items finished so far are saved in {args.out}; run again with --resume to do the rest",
              err=True)
@@ -237,6 +231,14 @@ def _run_on_ray(args, graph: Graph, options: RunOptions) -> int:
         _say(f"{result.retried} item(s) ran again after their worker died", err=True)
     _print_summary(result)
     return FAILED if result.failures else OK
+
+
+def _failed(args, error: NodeExecutionError) -> int:
+    """Report a node's failure (its traceback only if asked for)."""
+    if args.traceback:
+        _say(error.traceback, err=True, raw=True)
+    _say(f"error: {error}", err=True)
+    return FAILED
 
 
 def _nodes(args) -> int:

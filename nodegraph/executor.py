@@ -259,7 +259,8 @@ class _Run:
             # Nodes outside streams first: everything a streamed node reads is then ready.
             needs = self._inputs_of_streams(per_item)
             if items is not None:  # the items are given: their stream nodes do not run
-                needs = [n for n in needs if n not in set(self.plan.stream_of.values())]
+                stream_nodes = set(self.plan.stream_of.values())
+                needs = [n for n in needs if n not in stream_nodes]
             read_later = {v.node for n in self.plan.stream_of for v in self.graph.inputs_of(n).values()
                           if type(v) is Link and v.node not in self.plan.stream_of}
             values = self._run_nodes(shared + needs, self.plan.keys.__getitem__, keep=set(shared + needs),

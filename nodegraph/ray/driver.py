@@ -59,16 +59,16 @@ def drive(workers: list, graph: Graph, outputs: list[str] | None, options: RunOp
     options = dataclasses.replace(options, output_dir=Path(os.path.abspath(options.output_dir)))
     journal = Journal(options.output_dir)
     surveyor = Executor()
-    seeds = (journal.seeds_of(graph_digest(graph, outputs)) if resume else None) or \
-        _draw_seeds(surveyor, graph, options)
+    digest = graph_digest(graph, outputs)
+    seeds = (journal.seeds_of(digest) if resume else None) or _draw_seeds(surveyor, graph, options)
     resolved = with_seeds(graph, seeds)
-    current = surveyor.plan(resolved, options)
+    items = surveyor.survey(resolved, outputs, options=options)
+    current = surveyor.plan(resolved, options, recheck_files=False)  # the survey's: its folders were just listed
     targets = list(outputs) if outputs is not None else current.outputs
-    items = surveyor.survey(resolved, targets, options=options)
     if not items:
         raise UsageError("--ray shares out the items of a stream (LoadImages over a folder), and this graph has "
                          "none; run it without --ray")
-    journal.start(run_id, graph_digest(graph, outputs), seeds)
+    journal.start(run_id, digest, seeds)
     staging = options.output_dir / STAGING / run_id
     job = Job(run_id, fileformat.dumps(resolved), options, os.getcwd(), str(staging), driver_saves)
     run = _Driver(workers, job, graph_digest(resolved, targets), current.stream_of, targets, items, journal,

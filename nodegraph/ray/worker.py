@@ -8,6 +8,7 @@ empty staging folder as its output folder; the driver publishes what was written
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import shutil
 import tempfile
@@ -72,13 +73,14 @@ class Worker:
             os.chdir(job.cwd)
         shared = not job.driver_saves and os.path.isdir(job.staging)
         staging = Path(tempfile.mkdtemp(prefix="item-", dir=job.staging if shared else None))
+        staged_name = functools.partial(_staged_name, staging=staging)
         events: list[Event] = []
 
         def keep(event: Event) -> None:  # what the driver reports: failures, and what output nodes did
             if isinstance(event, NodeFailed):
                 events.append(event)
             elif isinstance(event, NodeDone) and event.result is not None:
-                events.append(msgspec.structs.replace(event, result=renamed_files(event.result, lambda f: _staged_name(f, staging))))
+                events.append(msgspec.structs.replace(event, result=renamed_files(event.result, staged_name)))
 
         started = time.perf_counter()
         try:
@@ -90,7 +92,7 @@ class Worker:
         finally:
             if not shared:
                 shutil.rmtree(staging, ignore_errors=True)
-        return Outcome(item, {t: renamed_files(v, lambda f: _staged_name(f, staging)) for t, v in outputs.items()}, staged,
+        return Outcome(item, {t: renamed_files(v, staged_name) for t, v in outputs.items()}, staged,
                        result.failures[0] if result.failures else None, events, result.executed, result.cached,
                        result.model_loads, result.peak_model_bytes, time.perf_counter() - started)
 
