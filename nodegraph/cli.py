@@ -300,12 +300,13 @@ def _print_problems(problems, as_json: bool) -> None:
 
 
 def _print_summary(result) -> None:
-    from .explain import summary
+    from .explain import over_budget, summary
 
     _say(f"done in {result.duration:.2f} s: {len(result.executed)} node run(s), {len(result.cached)} cached", err=True)
-    optimised = summary(result.rewrites, result.schedule)
-    if optimised:
-        _say(optimised, err=True)
+    for line in (summary(result.rewrites, result.schedule),
+                 result.schedule and over_budget(result.peak_model_bytes, result.schedule.budget_bytes)):
+        if line:
+            _say(line, err=True)
     for node_id, seeds in result.seeds.items():
         for name, value in seeds.items():
             _say(f"  {node_id}.{name}: random seed {value}", err=True)

@@ -40,12 +40,15 @@ class RunOptions:
         for name in ("max_image_pixels", "model_memory"):
             value = getattr(self, name)
             if not (value is None and name == "model_memory") and not (type(value) is int and value > 0):
-                raise UsageError(f"{name} is a number of {'pixels' if 'pixels' in name else 'bytes'} above 0, "
-                                 f"got {value!r}")
+                raise UsageError(f"{name} is a whole number of {'pixels' if 'pixels' in name else 'bytes'} above "
+                                 f"0, e.g. {name}=6_000_000_000, got {value!r}")
         if type(self.unpickle) is not bool:
             raise UsageError(f"unpickle is True or False, got {self.unpickle!r}")
-        if type(self.optimize) is not bool or isinstance(self.disable, str):
-            raise UsageError("optimize is True or False, and disable a set of pass names")
+        if type(self.optimize) is not bool or isinstance(self.disable, str) or \
+                not isinstance(self.disable, (set, frozenset, list, tuple)) or \
+                not all(isinstance(name, str) for name in self.disable):
+            raise UsageError(f"optimize is True or False, and disable a set of pass names, e.g. "
+                             f"disable={{'decode_encode'}}; got optimize={self.optimize!r}, disable={self.disable!r}")
         object.__setattr__(self, "output_dir", Path(self.output_dir))
         object.__setattr__(self, "disable", frozenset(self.disable))
 

@@ -36,7 +36,7 @@ from .errors import Interrupted, NodeExecutionError, NodegraphError, Problem, Us
 from .events import Event, NodeCached, NodeDone, NodeFailed, NodeStart, RunDone, RunInterrupted, RunStart
 from .graph import Graph, Link
 from .node import StreamItem
-from .optimize import Optimized, Rewrite, check_pass_names, optimize
+from .optimize import Optimized, Rewrite, disabled_passes, optimize
 from .optimize.lifetimes import Schedule
 from .plan import Plan, item_key, node_key, replan, resolve_random_seeds, with_seeds
 from .registry import Registry
@@ -219,10 +219,10 @@ class Executor:
     def optimize(self, graph: Graph, current: Plan, targets: list[str], options: RunOptions) -> Optimized:
         """The graph as it will run. Where no models are involved the passes would change nothing
         the executor does not do anyway (it runs on demand, and equal keys once), so they are skipped."""
-        check_pass_names(options.disable)
-        if not options.optimize or not current.typed.resource_nodes:
+        disabled = disabled_passes(options)
+        if not current.typed.resource_nodes:
             return Optimized(graph, current)
-        return optimize(graph, current, targets, options.disable, options.model_memory, self.registry)
+        return optimize(graph, current, targets, disabled, options.model_memory, self.registry)
 
 
 class _Run:
@@ -233,10 +233,15 @@ class _Run:
         self.cache, self.options, self.run_id = executor.cache, options, run_id
         self.user_graph, self.graph, self.plan = user_graph, optimized.graph, optimized.plan
         self.aliases = optimized.aliases
+        self._merged_into: dict[str, list[str]] = {}  # node that runs -> the user's nodes merged into it
+        for merged, survivor in self.aliases.items():
+            self._merged_into.setdefault(survivor, []).append(merged)
         self.cancelled = cancelled
         self.emit = emit
+        fingerprints = self.plan.typed.fingerprints
         self.state = RunState(options, run_id, emit or _ignore, cancelled, self.workflow,
-                              self.plan.typed.fingerprints, self._input_value)
+                              {**{merged: fingerprints.get(survivor) for merged, survivor in self.aliases.items()},
+                               **fingerprints}, self._input_value)
         self._item_keys: dict[int | None, Callable[[str], bytes]] = {None: self.plan.keys.__getitem__}
         self.result = RunResult(outputs={}, seeds={node_id: dict(drawn) for node_id, drawn in self.plan.seeds.items()},
                                 rewrites=optimized.rewrites, schedule=optimized.schedule)
@@ -509,6 +514,7 @@ class _Run:
         self.result.executed.append(node_id)
         self._send(NodeDone, node_id, item=item, duration=time.perf_counter() - started,
                    result=outputs if definition.output_node else None)
+        self._merged_done(node_id, item)
         return outputs
 
     def _input_value(self, node_id: str, name: str, item: ItemInfo | None) -> Any:
@@ -536,6 +542,13 @@ class _Run:
     def _cached(self, node_id: str, item: ItemInfo | None) -> None:
         self.result.cached.append(node_id)
         self._send(NodeCached, node_id, item=item)
+        self._merged_done(node_id, item)
+
+    def _merged_done(self, node_id: str, item: ItemInfo | None) -> None:
+        """The user's nodes merged into `node_id` have their result too: reported as cached (another
+        node computed it), so that whoever follows the user's nodes sees each of them finish."""
+        for merged in self._merged_into.get(node_id, ()):
+            self._cached(merged, item)
 
     def _send(self, kind: type[Event], node_id: str | None, item: ItemInfo | None = None, **fields: Any) -> None:
         if self.emit is None:

@@ -10,24 +10,25 @@ import msgspec
 
 from . import fileformat
 from .context import RunOptions
+from .errors import ValidationError
 from .graph import Graph
-from .optimize import Optimized, Rewrite, optimize
+from .optimize import Optimized, Rewrite, disabled_passes, optimize
 from .optimize.lifetimes import Schedule
 from .plan import plan
 from .registry import registry as default_registry
+from .validation import target_problems
 
 
 def explain(graph: Graph, options: RunOptions | None = None, outputs: list[str] | None = None,
             registry=None) -> Optimized:
     """Plan and optimise the graph as `run` would, without running it."""
-    from .optimize import check_pass_names
-
     options = options or RunOptions()
-    check_pass_names(options.disable)
+    disabled = disabled_passes(options)
     current = plan(graph, registry or default_registry, options)
+    problems = target_problems(current.typed, outputs)
+    if problems:
+        raise ValidationError(problems)
     targets = list(outputs) if outputs is not None else current.outputs
-    disabled = frozenset(options.disable) | (set() if options.optimize else {"dead_nodes", "merge", "share_models",
-                                                                            "decode_encode"})
     return optimize(graph, current, targets, disabled, options.model_memory, registry)
 
 
@@ -70,17 +71,31 @@ def _memory_lines(schedule: Schedule) -> list[str]:
     for label, components in schedule.resources.items():
         parts = ", ".join(f"{name} {_size(c.nbytes)}" for name, c in components.items()) or "not known before it loads"
         out.append(f"  {label}: {parts}")
-    out.append(f"model memory: peak {_size(schedule.peak_bytes)} (every model loaded at once: "
+    if not any(schedule.resources.values()):
+        return [*out, f"model memory: not known before loading; budget {_size(schedule.budget_bytes)}"]
+    at_least = "at least " if not all(schedule.resources.values()) else ""
+    out.append(f"model memory: peak {at_least}{_size(schedule.peak_bytes)} (every model loaded at once: {at_least}"
                f"{_size(schedule.all_loaded_bytes)}), budget {_size(schedule.budget_bytes)} (estimated before loading)")
-    return out
+    return out + [line for line in [over_budget(schedule.peak_bytes, schedule.budget_bytes)] if line]
+
+
+def over_budget(peak_bytes: int, budget_bytes: int) -> str | None:
+    """A warning when models take more than the model-memory budget: it is a target that a model too
+    large to fit alone exceeds (it loads anyway), and the user should hear of it."""
+    if peak_bytes <= budget_bytes:
+        return None
+    return (f"warning: models take {_size(peak_bytes)} at the peak, more than the model-memory budget of "
+            f"{_size(budget_bytes)}: what one node needs at once does not fit in it, and loads anyway "
+            "(hint: raise --model-memory, RunOptions.model_memory)")
 
 
 def summary(rewrites: list[Rewrite], schedule: Schedule | None) -> str | None:
     """One line on what the optimiser did, e.g. "optimised: 1 decode→encode removed, ...".
     Both sides of "peak models" are the plan's estimates, so they compare like with like."""
     counts: dict[str, int] = {}
-    for rewrite in rewrites:
-        counts[rewrite.pass_name] = counts.get(rewrite.pass_name, 0) + 1
+    for rewrite in rewrites:  # merges count the nodes merged away; other passes their rewrites
+        counts[rewrite.pass_name] = counts.get(rewrite.pass_name, 0) + (
+            len(rewrite.nodes) - 1 if rewrite.pass_name == "merge" else 1)
     parts = [f"{counts[name]} {what}" for name, what in (
         ("decode_encode", "decode→encode removed"), ("merge", "duplicate node(s) merged"),
         ("share_models", "model(s) or component(s) shared"), ("dead_nodes", "unneeded node group(s) dropped"))

@@ -152,8 +152,8 @@ class ModelHandle:
 
     def components(self) -> dict[str, Component]:
         """Every component with weights of the parts described so far, by name ("role/name" for Kandinsky)."""
-        return {component_name(role, name): Component(identity, self._size(role, name))
-                for role, spec in self._specs.items() for name, identity in spec.identities.items()}
+        return {component_name(role, name): Component(self._held(role, name), self._size(role, name))
+                for role, spec in self._specs.items() for name in spec.identities}
 
     def load(self) -> None:
         """Load every component of the model's parts (its inpainting decoder waits for an inpaint)."""
@@ -180,7 +180,10 @@ class ModelHandle:
 
     def _modules_but(self, keep: frozenset[str]) -> list[tuple[str, str]]:
         return [(role, name) for role, loaded in self._loaded.items() for name in list(loaded)
-                if name in self._specs[role].identities and self._specs[role].identities[name] not in keep]
+                if name in self._specs[role].identities and self._held(role, name) not in keep]
+
+    def _held(self, role: str, name: str) -> str:
+        return held_identity(self._specs[role].identities[name], self.options.dtype)
 
     def _from_host(self, role: str, name: str) -> None:
         if (role, name) in self._on_host:
@@ -333,7 +336,7 @@ class ModelHandle:
         return vae
 
     def vae_component(self) -> Component:
-        return Component(self._specs[self._vae_role].identities[self._vae_name], self._size(self._vae_role, self._vae_name))
+        return Component(self._held(self._vae_role, self._vae_name), self._size(self._vae_role, self._vae_name))
 
     def unload_vae(self, keep: frozenset[str], to_host: bool = False) -> None:
         if self.vae_component().identity in keep or self._vae_name not in self._loaded.get(self._vae_role, {}):
@@ -353,6 +356,12 @@ class ModelHandle:
     @property
     def offloaded(self) -> bool:
         return self._offload
+
+
+def held_identity(weights_identity: str, dtype: str) -> str:
+    """A component's identity as a resource holds it: the same weights asked for in two precisions
+    ("auto", "float32", ...) are two modules in memory, never one shared."""
+    return f"{weights_identity}/{dtype}"
 
 
 def component_name(role: str, name: str) -> str:

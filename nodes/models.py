@@ -315,7 +315,8 @@ def _resources(literals: dict) -> dict | None:
         if path is None:  # Kandinsky's other parts come from the hub, and are not in the local cache
             return None
         spec = parts.describe(path, _ELEMENT_BYTES.get(literals["dtype"]), literals["allow_pickle"])
-        model.update({handles.component_name(role, name): Component(identity, spec.nbytes.get(name, 0))
+        model.update({handles.component_name(role, name): Component(handles.held_identity(identity, literals["dtype"]),
+                                                                     spec.nbytes.get(name, 0))
                       for name, identity in spec.identities.items()})
     vae_role = next(role for role in load_now if role != KANDINSKY_PRIOR)
     return {"model": model, "vae": {"vae": model[handles.component_name(vae_role, handles.vae_name(family))]}}

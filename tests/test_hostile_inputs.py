@@ -800,3 +800,11 @@ def test_graph_file_oddities_read_well(tmp_path, text, says):
 def test_a_random_seed_may_be_written_in_capitals(tmp_path):
     code, out, err = cli("validate", sampler_graph(tmp_path / "g.json"), "--set", "t2i.seed=RANDOM")
     assert code == 0, out + err
+
+
+@pytest.mark.parametrize("options", [{"disable": None}, {"disable": 5}, {"disable": [["merge"]]},
+                                     {"disable": {1, "merge"}}, {"model_memory": 6e9}, {"model_memory": -1},
+                                     {"optimize": "no"}])
+def test_run_options_of_the_wrong_type_are_usage_errors_that_show_the_right_form(options):
+    with pytest.raises(nodegraph.UsageError, match=r"e\.g\. (disable=\{'decode_encode'\}|model_memory=6_000)"):
+        nodegraph.RunOptions(**options)

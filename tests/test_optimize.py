@@ -5,6 +5,7 @@ load late and go early, within a budget."""
 from __future__ import annotations
 
 import gc
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +18,9 @@ import nodes  # noqa: F401  (registers the built-in nodes)
 from checkpoints import fine_tune
 from nodegraph.context import RunOptions
 from nodegraph.executor import Executor
-from nodegraph.explain import explain, lines
+from nodegraph import fileformat
+from nodegraph.cli import main
+from nodegraph.explain import explain, lines, summary
 from nodegraph.graph import Graph, Link
 from nodegraph.optimize import optimize
 from nodegraph.plan import plan
@@ -201,6 +204,44 @@ def test_nodes_naming_the_same_weights_by_other_paths_are_one_model(checkpoints,
     assert merged == {("t2i_a", "t2i_b"), ("dec_a", "dec_b")}
 
 
+def test_merged_nodes_are_reported_under_the_users_ids_in_events_results_and_the_png(checkpoints, tmp_path):
+    g = Graph()
+    loads = [g.add("LoadModel", id=f"load_{i}", model=checkpoints["comic"]) for i in range(3)]
+    latent = g.add("Text2Img", id="t2i", model=loads[0].model, **sampler()).latent
+    for i in (1, 2):
+        g.add("Save", id=f"save_{i}", image=g.add("Decode", id=f"dec_{i}", latent=latent, vae=loads[i].vae).image)
+    events = []
+    result = Executor().run(g, on_event=events.append, options=RunOptions(device="cpu", output_dir=tmp_path))
+    merges = {r.nodes for r in result.rewrites if r.pass_name == "merge"}
+    assert merges == {("load_0", "load_1", "load_2"), ("dec_1", "dec_2")}
+    assert summary(result.rewrites, None).startswith("optimised: 3 duplicate node(s) merged")
+    assert {e.node for e in events if e.kind == "node_cached"} == {"load_1", "load_2", "dec_2"} <= set(result.cached)
+    [path] = result.outputs["save_2"]["files"]
+    identities = json.loads(Image.open(path).text["nodegraph-identities"])
+    assert identities["load_2"] == identities["load_0"] and "load_1" not in identities  # load_1 is not upstream
+
+
+def test_the_same_weights_in_two_precisions_are_two_models_not_one_shared(checkpoints):
+    g = Graph()
+    for dtype in ("float32", "bfloat16"):
+        load = g.add("LoadModel", id=f"load_{dtype}", model=checkpoints["comic"], dtype=dtype)
+        g.add("Save", id=f"save_{dtype}", image=g.add("Decode", id=f"dec_{dtype}", vae=load.vae, latent=g.add(
+            "Text2Img", id=f"t2i_{dtype}", model=load.model, **sampler()).latent).image)
+    optimized = explain(g)
+    assert not [r for r in optimized.rewrites if r.pass_name == "share_models"]
+    assert optimized.schedule.peak_bytes <= optimized.schedule.all_loaded_bytes
+
+
+def test_a_budget_smaller_than_a_model_is_named_in_explain_and_after_the_run(checkpoints, tmp_path, capsys):
+    graph = one_model_graph(checkpoints)
+    assert "warning: models take" in "\n".join(lines(graph, explain(graph, RunOptions(model_memory=1000))))
+    path = str(fileformat.save(graph, tmp_path / "graph.json"))
+    assert main(["run", path, "--out", str(tmp_path / "out"), "--model-memory", "1kB"]) == 0
+    assert "more than the model-memory budget of 1.0 kB" in capsys.readouterr().err
+    assert main(["explain", path, "--output", "nosuch"]) == 1  # a user error, not a bug
+    assert "there is no node 'nosuch' to run" in capsys.readouterr().out
+
+
 # ---- lifetimes and the budget ----------------------------------------------------------------------------
 
 
@@ -247,6 +288,22 @@ def test_a_batch_over_three_models_loads_each_once_when_only_one_fits(checkpoint
     unets = [key[0] for key in counted_loads if key[0].startswith("UNet")]
     assert len(unets) == len(set(unets)) == 3  # all three picked, each loaded once
     assert result.peak_model_bytes <= one_model * 1.3
+
+
+@pytest.mark.parametrize("off", [{"optimize": False}, {"disable": frozenset({"lifetimes"})}])
+def test_with_the_optimiser_off_models_still_load_late_and_go_after_their_last_use(checkpoints, picture, tmp_path,
+                                                                                   off):
+    graph = chain(checkpoints, picture, decode_between=False)
+    resident_at_start: dict[str, set[str]] = {}
+
+    def record(event):
+        if event.kind == "node_start":
+            resident_at_start[event.node] = unets_alive()
+
+    result = Executor().run(graph, on_event=record, options=RunOptions(device="cpu", output_dir=tmp_path, **off))
+    assert resident_at_start["dec_pixel"] == set() and unets_alive() == set()
+    assert result.schedule is not None and result.model_loads >= 3 and result.peak_model_bytes > 0
+    assert not result.rewrites if "optimize" in off else result.rewrites
 
 
 def test_explain_shows_the_shared_components_the_order_and_the_memory(checkpoints, picture):

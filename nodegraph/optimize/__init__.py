@@ -4,7 +4,9 @@ Each pass is a pure function `(graph, plan, targets) -> (graph, [Rewrite])`: it 
 same graph object when it has nothing to do, else an edited copy, and records what it did.
 They run in turn until none has anything left to do (one pass can expose work for another:
 merging two Decodes may make a decode→encode pair visible). Then `lifetimes` orders the
-work so that each model's nodes run together, and plans when each model loads and goes.
+work so that each model's nodes run together. When each model loads and goes is planned with the
+optimiser off too: loading at first use and releasing after last use is memory management, not an
+optimisation a user would switch off.
 
 The user's graph is never edited: the executor runs the optimised copy, and reports results,
 events and provenance under the user's node ids. Passes that do not change results
@@ -49,6 +51,12 @@ class Optimized:
     schedule: Schedule | None = None
 
 
+def disabled_passes(options) -> frozenset[str]:
+    """The passes `options` (a RunOptions) switch off: every one with `optimize=False`."""
+    check_pass_names(options.disable)
+    return frozenset(ALL) if not options.optimize else frozenset(options.disable)
+
+
 def check_pass_names(names) -> None:
     unknown = sorted(set(names) - set(ALL))
     if unknown:
@@ -74,8 +82,7 @@ def optimize(graph: Graph, plan: Plan, targets: list[str], disabled=frozenset(),
             break
     current.rewrites = rewrites
     current.aliases = _aliases(rewrites)
-    if "lifetimes" not in disabled:
-        current.schedule = schedule(current.graph, current.plan, budget_bytes)
+    current.schedule = schedule(current.graph, current.plan, budget_bytes, regroup="lifetimes" not in disabled)
     return current
 
 

@@ -56,10 +56,12 @@ def resource_uses(graph: Graph, plan: Plan) -> dict[str, list[str]]:
     return uses
 
 
-def schedule(graph: Graph, plan: Plan, budget_bytes: int | None) -> Schedule:
-    """Reorder `plan` (its index) to keep each model's work together, and plan the model memory."""
+def schedule(graph: Graph, plan: Plan, budget_bytes: int | None, regroup: bool = True) -> Schedule:
+    """Plan the model memory; with `regroup`, first reorder `plan` (its index) to keep each model's
+    work together."""
     uses = resource_uses(graph, plan)
-    order = _grouped_order(graph, plan, uses) if plan.typed.resource_nodes else list(plan.order)
+    order = _grouped_order(graph, plan, uses) if regroup and plan.typed.resource_nodes \
+        else sorted(plan.order, key=plan.index.__getitem__)
     plan.index.clear()
     plan.index.update({node_id: position for position, node_id in enumerate(order)})
     resources = {label: _components(graph, plan, label) for node_uses in uses.values() for label in node_uses}
