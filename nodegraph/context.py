@@ -44,8 +44,7 @@ class RunOptions:
                                  f"0, e.g. {name}=6_000_000_000, got {value!r}")
         if type(self.unpickle) is not bool:
             raise UsageError(f"unpickle is True or False, got {self.unpickle!r}")
-        if type(self.optimize) is not bool or isinstance(self.disable, str) or \
-                not isinstance(self.disable, (set, frozenset, list, tuple)) or \
+        if type(self.optimize) is not bool or not isinstance(self.disable, (set, frozenset, list, tuple)) or \
                 not all(isinstance(name, str) for name in self.disable):
             raise UsageError(f"optimize is True or False, and disable a set of pass names, e.g. "
                              f"disable={{'decode_encode'}}; got optimize={self.optimize!r}, disable={self.disable!r}")

@@ -38,12 +38,11 @@ from .graph import Graph, Link
 from .node import StreamItem
 from .optimize import Optimized, Rewrite, disabled_passes, optimize
 from .optimize.lifetimes import Schedule
-from .plan import Plan, item_key, node_key, replan, resolve_random_seeds, with_seeds
+from .plan import Plan, item_key, node_key, replan, resolve_random_seeds, run_targets, with_seeds
 from .registry import Registry
 from .registry import registry as default_registry
 from .residency import Residency
 from .resources import ModelMemory
-from .validation import target_problems
 
 EventCallback = Callable[[Event], None]
 
@@ -208,10 +207,7 @@ class Executor:
         elif current.seeds:
             raise UsageError(f"the random seeds of {', '.join(current.seeds)} may decide what each item picks: "
                              "draw them first, and survey the graph with them as numbers (nodegraph.plan.with_seeds)")
-        problems = target_problems(current.typed, outputs)
-        if problems:
-            raise ValidationError(problems)
-        targets = list(outputs) if outputs is not None else current.outputs
+        targets = run_targets(current, outputs)
         _check_output_dir(graph, current, targets)
         optimized = self.optimize(graph, current, targets, options)
         return _Run(self, graph, optimized, on_event or self.on_event, options, run_id, cancelled), targets

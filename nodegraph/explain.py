@@ -10,13 +10,11 @@ import msgspec
 
 from . import fileformat
 from .context import RunOptions
-from .errors import ValidationError
 from .graph import Graph
 from .optimize import Optimized, Rewrite, disabled_passes, optimize
 from .optimize.lifetimes import Schedule
-from .plan import plan
+from .plan import plan, run_targets
 from .registry import registry as default_registry
-from .validation import target_problems
 
 
 def explain(graph: Graph, options: RunOptions | None = None, outputs: list[str] | None = None,
@@ -25,11 +23,7 @@ def explain(graph: Graph, options: RunOptions | None = None, outputs: list[str] 
     options = options or RunOptions()
     disabled = disabled_passes(options)
     current = plan(graph, registry or default_registry, options)
-    problems = target_problems(current.typed, outputs)
-    if problems:
-        raise ValidationError(problems)
-    targets = list(outputs) if outputs is not None else current.outputs
-    return optimize(graph, current, targets, disabled, options.model_memory, registry)
+    return optimize(graph, current, run_targets(current, outputs), disabled, options.model_memory, registry)
 
 
 def to_json(graph: Graph, optimized: Optimized) -> dict:
@@ -80,8 +74,8 @@ def _memory_lines(schedule: Schedule) -> list[str]:
 
 
 def over_budget(peak_bytes: int, budget_bytes: int) -> str | None:
-    """A warning when models take more than the model-memory budget: it is a target that a model too
-    large to fit alone exceeds (it loads anyway), and the user should hear of it."""
+    """A warning when models take more than the model-memory budget: the budget is a target, which
+    what one node needs at once may exceed (it loads anyway), and the user should hear of it."""
     if peak_bytes <= budget_bytes:
         return None
     return (f"warning: models take {_size(peak_bytes)} at the peak, more than the model-memory budget of "

@@ -28,7 +28,7 @@ from .graph import Graph, Link, gc_paused
 from .node import NodeDef
 from .registry import registry as default_registry
 from .resources import Component
-from .validation import TypedGraph, check_node, fingerprint_node, stream_regions, validate
+from .validation import TypedGraph, check_node, fingerprint_node, stream_regions, target_problems, validate
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -76,6 +76,15 @@ class Plan:
     def outputs(self) -> list[str]:
         """The output nodes, in order: what a run without named outputs runs."""
         return self.typed.output_nodes
+
+
+def run_targets(current: Plan, outputs: list[str] | None) -> list[str]:
+    """The nodes a run of `outputs` asks for (None: every output node); raises ValidationError
+    naming those the graph does not have."""
+    problems = target_problems(current.typed, outputs)
+    if problems:
+        raise ValidationError(problems)
+    return list(outputs) if outputs is not None else current.outputs
 
 
 def plan(graph: Graph, registry=None, options: RunOptions | None = None) -> Plan:

@@ -34,7 +34,7 @@ from ..errors import InputError, NodeExecutionError, UsageError
 from ..events import Event, NodeDone, NodeFailed, RunDone, RunStart
 from ..executor import Executor, ItemFailure, ItemPlan, RunResult
 from ..graph import Graph
-from ..plan import resolve_random_seeds, with_seeds
+from ..plan import resolve_random_seeds, run_targets, with_seeds
 from .journal import Journal, graph_digest, item_key
 from .publish import publish, renamed_files, summary_files
 from .schedule import Scheduler
@@ -64,7 +64,7 @@ def drive(workers: list, graph: Graph, outputs: list[str] | None, options: RunOp
     resolved = with_seeds(graph, seeds)
     items = surveyor.survey(resolved, outputs, options=options)
     current = surveyor.plan(resolved, options, recheck_files=False)  # the survey's: its folders were just listed
-    targets = list(outputs) if outputs is not None else current.outputs
+    targets = run_targets(current, outputs)
     if not items:
         raise UsageError("--ray shares out the items of a stream (LoadImages over a folder), and this graph has "
                          "none; run it without --ray")
